@@ -1,0 +1,91 @@
+"""Every location devbox reads or writes, in one overridable place.
+
+Tests and unusual hosts redirect locations with ``DEVBOX_*`` environment
+variables; code takes a :class:`Paths` instead of hard-coding a path.
+``/etc/subuid`` and ``/etc/subgid`` are fixed: dockerd reads them there and
+nowhere else, so pretending otherwise would check a file the daemon ignores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+
+def _env_path(name: str, default: str | Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value) if value else Path(default)
+
+
+def _user_state_home() -> Path:
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) if xdg else Path.home() / ".local" / "state"
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    subuid: Path = Path("/etc/subuid")
+    subgid: Path = Path("/etc/subgid")
+    login_defs: Path = Path("/etc/login.defs")
+    daemon_json: Path = Path("/etc/docker/daemon.json")
+    docker_pidfile: Path = Path("/var/run/docker.pid")
+    docker_default: Path = Path("/etc/default/docker")
+    systemd_unit_dirs: tuple[Path, ...] = (
+        Path("/etc/systemd/system"),
+        Path("/run/systemd/system"),
+        Path("/lib/systemd/system"),
+        Path("/usr/lib/systemd/system"),
+    )
+    systemd_running: Path = Path("/run/systemd/system")
+    proc: Path = Path("/proc")
+    kernel_config_dir: Path = Path("/boot")
+    # Host-wide devbox state (remap journal and backups); written as root only.
+    system_state: Path = Path("/var/lib/devbox")
+    # Per-user state (watcher pidfile and leak records, logs).
+    user_state: Path = dataclasses.field(default_factory=lambda: _user_state_home() / "devbox")
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        return cls(
+            daemon_json=_env_path("DEVBOX_DAEMON_JSON", "/etc/docker/daemon.json"),
+            docker_pidfile=_env_path("DEVBOX_DOCKER_PIDFILE", "/var/run/docker.pid"),
+            system_state=_env_path("DEVBOX_SYSTEM_STATE_DIR", "/var/lib/devbox"),
+            user_state=_env_path("DEVBOX_STATE_DIR", _user_state_home() / "devbox"),
+        )
+
+    @property
+    def remap_journal(self) -> Path:
+        return self.system_state / "remap" / "journal.json"
+
+    @property
+    def remap_backups(self) -> Path:
+        return self.system_state / "remap" / "backups"
+
+    @property
+    def error_log(self) -> Path:
+        return self.user_state / "error.log"
+
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The nearest directory at or above ``start`` holding a ``devbox.toml``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "devbox.toml").is_file():
+            return candidate
+    return None
+
+
+def shipped_profiles() -> Path:
+    """``profiles/`` shipped beside the package (source checkout or installed data)."""
+    override = os.environ.get("DEVBOX_PROFILES_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def shipped_images() -> Path:
+    override = os.environ.get("DEVBOX_IMAGES_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "images"
