@@ -1,0 +1,99 @@
+"""The command line: options in, one call, an exit code out.  No logic lives here.
+
+Heavy imports (docker, watchdog) happen inside the commands so that
+``devbox --help`` stays fast.  :func:`main` is the single error boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from devbox.errors import DevboxError, Exit
+
+app = typer.Typer(
+    name="devbox",
+    help="Editor, runtime and database containers whose bind-mounted files stay yours.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+# --- host remap (devbox.remap) ----------------------------------------------
+
+
+@app.command()
+def remap(
+    apply: bool = typer.Option(False, "--apply", help="Configure the host remap (subuid, subgid, daemon.json) and restart dockerd."),
+    revert: bool = typer.Option(False, "--revert", help="Undo every change devbox made to the host remap configuration."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Target user (default: SUDO_USER, then you)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --apply/--revert: show the diff of every file, change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before changing the host."),
+    restart_cmd: Optional[str] = typer.Option(None, "--restart-cmd", help="How to restart dockerd (default: systemctl, else service)."),
+    no_probe: bool = typer.Option(False, "--no-probe", help="Skip the probe container (check only)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+) -> None:
+    """Check (default), apply or revert Docker's user-namespace remap for your user."""
+    from devbox import remap as remap_mod
+
+    if apply and revert:
+        raise DevboxError("--apply and --revert cannot be combined", hint="pick one")
+    if apply or revert:
+        code = remap_mod.change_command(
+            revert=revert, user=user, dry_run=dry_run, yes=yes, restart_cmd=restart_cmd, json_out=json_out
+        )
+    else:
+        code = remap_mod.check_command(user=user, probe=not no_probe, json_out=json_out)
+    raise typer.Exit(int(code))
+
+
+# --- the error boundary -----------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: DevboxError -> one line + exit 2, Ctrl-C -> 130, a bug -> 3 with the traceback logged."""
+    from devbox import console
+
+    try:
+        app(args=argv, prog_name="devbox", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except DevboxError as exc:
+        console.error(exc.one_line())
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(int(Exit.INTERRUPTED))
+    except Exception as exc:  # noqa: BLE001 - the one place that catches everything
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            console.error("aborted")
+            sys.exit(int(Exit.INTERRUPTED))
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        log = _save_traceback()
+        console.error(f"internal error: {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)")
+        sys.exit(int(Exit.INTERNAL))
+    sys.exit(0)
+
+
+def _save_traceback() -> str:
+    from devbox.paths import Paths
+
+    path = Paths.from_env().error_log
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"--- devbox {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+        return str(path)
+    except OSError:
+        return "<unwritable log>"

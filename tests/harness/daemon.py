@@ -1,0 +1,178 @@
+"""A private dockerd: own data root, exec root, socket, pidfile, bridge and subnet.
+
+Never ``--bridge=none`` (it deletes the default daemon's docker0) and never the
+default socket.  Each daemon gets a bridge ``dbx-NAME`` on its own /24.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+STATE = Path(os.environ.get("DEVBOX_TEST_STATE", "/var/lib/devbox-test"))
+RUN = Path(os.environ.get("DEVBOX_TEST_RUN", "/run/devbox-test"))
+
+
+def _subnet_octet(name: str) -> int:
+    return 100 + int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100
+
+
+class PrivateDaemon:
+    """One dockerd.  ``config`` is written to its own daemon.json (``--config-file``).
+
+    ``in_namespace`` is a PID whose mount namespace the daemon must live in
+    (an /etc sandbox); ``None`` means the caller's namespace.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config_file: Path | None = None,
+        extra_args: list[str] | None = None,
+        in_namespace: int | None = None,
+    ) -> None:
+        self.name = name
+        self.data_root = STATE / name / "data"
+        self.exec_root = RUN / name / "exec"
+        self.socket = RUN / name / "docker.sock"
+        self.pidfile = RUN / name / "docker.pid"
+        self.log = STATE / name / "dockerd.log"
+        self.config_file = config_file or (STATE / name / "daemon.json")
+        self.bridge = f"dbx-{name}"[:15]
+        octet = _subnet_octet(name)
+        self.cidr = f"172.31.{octet}.1/24"
+        self.extra_args = list(extra_args or [])
+        self.in_namespace = in_namespace
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOCKER_HOST": self.host, "DEVBOX_DOCKER_PIDFILE": str(self.pidfile)}
+
+    def argv(self) -> list[str]:
+        return [
+            "dockerd",
+            f"--data-root={self.data_root}",
+            f"--exec-root={self.exec_root}",
+            f"--host={self.host}",
+            f"--pidfile={self.pidfile}",
+            f"--bridge={self.bridge}",
+            f"--config-file={self.config_file}",
+            "--storage-driver=overlay2",
+            "--log-level=warn",
+            *self.extra_args,
+        ]
+
+    def _ns(self, argv: list[str]) -> list[str]:
+        if self.in_namespace is None:
+            return argv
+        return ["nsenter", f"--target={self.in_namespace}", "--mount", "--", *argv]
+
+    def ensure_bridge(self) -> None:
+        if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", self.cidr, "dev", self.bridge], check=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+
+    def write_config(self, config: dict[str, object]) -> None:
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps(config, indent=2) + "\n")
+
+    def start(self, timeout: float = 60) -> None:
+        """Start dockerd and wait until it answers; raise with its log tail when it does not."""
+        if self.running():
+            return
+        for d in (self.data_root, self.exec_root, self.log.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        # A remapped daemon needs o+x on every parent of its data root.
+        for parent in (STATE, STATE / self.name, self.data_root):
+            parent.chmod(0o711)
+        if not self.config_file.exists():
+            self.write_config({})
+        self.ensure_bridge()
+        with open(self.log, "ab") as log:
+            subprocess.Popen(
+                self._ns(self.argv()), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.wait(timeout)
+
+    def wait(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ping():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"dockerd {self.name} did not come up in {timeout}s; log tail:\n{self.log_tail()}")
+
+    def ping(self) -> bool:
+        if not self.socket.exists():
+            return False
+        r = subprocess.run(
+            ["docker", "-H", self.host, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            timeout=20,
+        )
+        return r.returncode == 0
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None and self.ping()
+
+    def stop(self, timeout: float = 30) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        # dockerd removes its pidfile on clean exit; a stale one confuses the next start
+        self.pidfile.unlink(missing_ok=True)
+
+    def restart(self, timeout: float = 60) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+    def destroy(self) -> None:
+        """Stop and remove everything this daemon owns (bridge, state)."""
+        self.stop()
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        shutil.rmtree(STATE / self.name, ignore_errors=True)
+        shutil.rmtree(RUN / self.name, ignore_errors=True)
+
+    def docker(self, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "-H", self.host, *args], check=check, capture_output=True, text=True, **kw  # type: ignore[arg-type]
+        )

@@ -1,0 +1,101 @@
+"""Real-engine fixtures.  Every test here talks to a dockerd the suite started itself.
+
+Outside the sandbox that ``tests/run`` sets up, these tests are skipped on a
+developer's machine — and fail in CI (``CI=true``) or with
+``DEVBOX_REQUIRE_ENGINE=1``: a missing engine is never a silent pass there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness.daemon import PrivateDaemon
+from harness.images import import_base_images
+from harness.sandbox import EtcSandbox
+
+TEST_USER = "devbox-tester"
+TEST_UID = 1500
+OTHER_USER = "devbox-other"  # a second real account, to catch ranges that overlap users
+OTHER_UID = 1501
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _require_sandbox() -> None:
+    problems = []
+    if os.environ.get("DEVBOX_TEST_SANDBOX") != "1":
+        problems.append("not inside the tests/run sandbox (run `sudo tests/run`)")
+    if os.geteuid() != 0:
+        problems.append("not root")
+    if shutil.which("dockerd") is None:
+        problems.append("dockerd is not installed")
+    if not problems:
+        return
+    message = "; ".join(problems)
+    if os.environ.get("CI") == "true" or os.environ.get("DEVBOX_REQUIRE_ENGINE") == "1":
+        pytest.fail(f"real-engine tests cannot run: {message}", pytrace=False)
+    pytest.skip(f"real-engine tests need the harness: {message}")
+
+
+@pytest.fixture(scope="session")
+def sandboxed() -> None:
+    _require_sandbox()
+
+
+@pytest.fixture(scope="session")
+def test_user(sandboxed: None) -> dict[str, object]:
+    """A real account (in the overlay /etc) with subordinate ids laid out the way devbox wants them."""
+    subprocess.run(["groupadd", "-f", "docker"], check=True)
+    for name, uid in ((TEST_USER, TEST_UID), (OTHER_USER, OTHER_UID)):
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(
+                ["useradd", "--uid", str(uid), "--user-group", "--create-home", "--shell", "/bin/sh", name],
+                check=True,
+            )
+    subprocess.run(["usermod", "-aG", "docker", TEST_USER], check=True)
+    for f in ("/etc/subuid", "/etc/subgid"):
+        Path(f).write_text(f"{TEST_USER}:{TEST_UID}:1\n{TEST_USER}:200000:65536\n")
+    return {"name": TEST_USER, "uid": TEST_UID, "gid": TEST_UID, "home": f"/home/{TEST_USER}"}
+
+
+@pytest.fixture(scope="session")
+def plain_engine(sandboxed: None) -> Iterator[PrivateDaemon]:
+    """A private dockerd without remap, with debian:bookworm-slim and debian:trixie-slim."""
+    d = PrivateDaemon("plain")
+    d.destroy()
+    d.write_config({})
+    d.start()
+    import_base_images(d)
+    yield d
+    d.destroy()
+
+
+@pytest.fixture(scope="session")
+def remap_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
+    """A private dockerd with ``userns-remap`` for the test user (container root = uid 1500)."""
+    d = PrivateDaemon("remap")
+    d.destroy()
+    d.write_config({"userns-remap": TEST_USER})
+    d.start()
+    import_base_images(d)
+    yield d
+    d.destroy()
+
+
+@pytest.fixture
+def etc_sandbox(test_user: dict[str, object], request: pytest.FixtureRequest) -> Iterator[EtcSandbox]:
+    """A fresh /etc overlay (over the suite's) for tests that edit host configuration."""
+    sb = EtcSandbox(request.node.name[:20].replace("[", "-").replace("]", ""))
+    yield sb
+    sb.close()
