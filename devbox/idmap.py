@@ -4,13 +4,19 @@ No I/O here: callers pass file text and account lists in.  What dockerd does
 with the files (moby ``pkg/idtools``) is modelled exactly because every trap
 users hit lives in the details:
 
-* dockerd takes the target user's lines (matched by *name*, plus ``ALL``) in
+* dockerd takes the target user's lines (matched by *name*) in
   **file order** and stacks them: container id 0 maps to the first range's
   start, the next range continues where the previous one ended.  So the
   user's own ``NAME:UID:1`` line must come first for container root to be
   the user.
+* Only lines whose owner *is* the name count: ``ALL`` in moby's parser is a
+  query keyword ("every line of the file", used to find free ranges), not a
+  line owner that applies to everybody; shadow-utils has no wildcard either.
 * Lines keyed by the numeric uid are ignored by dockerd 20.10 and preferred by
   dockerd 23+; devbox writes name lines and warns about numeric ones.
+* dockerd 20.10 refuses the *whole* file when any line lacks three fields,
+  and shadow-utils reads numbers with ``strtoul(..., 0)``: ``0100000`` is
+  octal to it but decimal to dockerd.  Both are reported as problems.
 """
 
 from __future__ import annotations
@@ -57,6 +63,14 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class SubidFile:
+    """A parsed subuid/subgid file that renders back to exactly the text it came from.
+
+    ``entries`` holds every line that reads unambiguously as ``OWNER:START:COUNT``,
+    in file order, including duplicates and same-owner overlaps (dockerd would
+    use them too; they are also listed in ``problems``).  Lines that cannot be
+    read that way appear only in ``problems``.
+    """
+
     path: str
     lines: tuple[str, ...]  # every line, without newline, exactly as read
     entries: tuple[SubidEntry, ...]
@@ -70,24 +84,43 @@ class SubidFile:
         return text
 
     def owned_by(self, name: str) -> tuple[SubidEntry, ...]:
-        """The lines dockerd uses for ``name``: its name lines and ``ALL``, in file order."""
-        return tuple(e for e in self.entries if e.owner in (name, "ALL"))
+        """The lines dockerd 20.10 uses for ``name``: exactly its name lines, in file order.
+
+        A line owned by ``ALL`` is *not* included: see the module docstring.
+        """
+        return tuple(e for e in self.entries if e.owner == name)
 
     def numeric_lines(self, uid: int) -> tuple[SubidEntry, ...]:
+        """Lines keyed by the numeric ``uid`` (dockerd 23+ prefers these over name lines)."""
         return tuple(e for e in self.entries if e.owner == str(uid))
 
     def where(self, line: int) -> str:
+        """``path:line``, the way every message points at a line."""
         return f"{self.path}:{line}"
 
 
+_MAX_ID_DIGITS = len(str(ID_LIMIT))
+
+
 def _parse_id(field: str, what: str) -> tuple[int | None, str | None]:
-    if not field.isdigit() or not field.isascii():
+    """An ASCII decimal id that dockerd (decimal) and shadow-utils (base 0) read alike."""
+    if not field.isascii() or not field.isdigit():
         return None, f"{what} {field!r} is not a non-negative integer"
+    if len(field) > 1 and field.startswith("0"):
+        return None, f"{what} {field!r} has a leading zero: shadow-utils reads it as octal, dockerd as decimal"
+    if len(field) > _MAX_ID_DIGITS:
+        # also keeps int() away from Python's limit on huge digit strings
+        return None, f"{what} {field!r} is larger than the last valid id {ID_LIMIT - 1}"
     return int(field), None
 
 
 def parse_subid(text: str, path: str = "/etc/subuid") -> SubidFile:
-    """Parse subuid/subgid text; malformed lines become :class:`Problem`s, never exceptions."""
+    """Parse subuid/subgid text; malformed lines become :class:`Problem`s, never exceptions.
+
+    Blank lines and lines starting with ``#`` (after surrounding whitespace)
+    are kept for :meth:`SubidFile.render` and otherwise ignored, as dockerd
+    does.  Ids must satisfy ``START + COUNT - 1 <= 2**32 - 2``.
+    """
     trailing = text.endswith("\n") or text == ""
     lines = tuple(text.split("\n")[:-1] if trailing and text else text.split("\n")) if text else ()
     entries: list[SubidEntry] = []
@@ -105,6 +138,11 @@ def parse_subid(text: str, path: str = "/etc/subuid") -> SubidFile:
         if not owner:
             problems.append(Problem(number, "empty user name"))
             continue
+        if owner != owner.strip():
+            problems.append(
+                Problem(number, f"user name {owner!r} has surrounding whitespace: dockerd compares names exactly")
+            )
+            continue
         start, err = _parse_id(start_s, "START")
         if err is None:
             count, err = _parse_id(count_s, "COUNT")
@@ -119,12 +157,23 @@ def parse_subid(text: str, path: str = "/etc/subuid") -> SubidFile:
                 Problem(number, f"range {start}..{start + count - 1} goes past the last valid id {ID_LIMIT - 1}")
             )
             continue
+        entry = SubidEntry(owner, start, count, number)
         key = (owner, start, count)
         if key in seen:
             problems.append(Problem(number, f"duplicate of line {seen[key]} ({stripped!r})"))
-            continue
-        seen[key] = number
-        entries.append(SubidEntry(owner, start, count, number))
+        else:
+            seen[key] = number
+            for earlier in entries:
+                if earlier.owner == owner and earlier.overlaps(start, entry.end):
+                    problems.append(
+                        Problem(
+                            number,
+                            f"{stripped!r} overlaps line {earlier.line} ({earlier.text()!r}) of the same owner:"
+                            " the kernel refuses a map whose host ranges overlap",
+                        )
+                    )
+                    break
+        entries.append(entry)
     return SubidFile(path, lines, tuple(entries), tuple(problems), trailing)
 
 
@@ -164,6 +213,7 @@ def predict_map(entries: Iterable[SubidEntry]) -> IdMap:
 
 
 def to_host(idmap: IdMap, container_id: int) -> int | None:
+    """The host id behind ``container_id``, or ``None`` when the map leaves it unmapped."""
     for r in idmap:
         host = r.host_of(container_id)
         if host is not None:
@@ -172,6 +222,7 @@ def to_host(idmap: IdMap, container_id: int) -> int | None:
 
 
 def to_container(idmap: IdMap, host_id: int) -> int | None:
+    """The container id that ``host_id`` shows up as, or ``None`` (``nobody`` inside)."""
     for r in idmap:
         cid = r.container_of(host_id)
         if cid is not None:
@@ -180,23 +231,31 @@ def to_container(idmap: IdMap, host_id: int) -> int | None:
 
 
 def parse_proc_map(text: str) -> IdMap:
-    """Parse ``/proc/PID/uid_map`` (``container host count`` per line)."""
-    ranges = []
-    for line in text.splitlines():
+    """Parse ``/proc/PID/uid_map`` (``container host count`` per line, space padded).
+
+    Blank lines are skipped.  Anything else that is not three ASCII decimal
+    numbers raises :class:`ValueError`: the kernel never writes it, so the
+    text did not come from where the caller thinks.
+    """
+    ranges: list[IdRange] = []
+    for number, line in enumerate(text.split("\n"), start=1):
         fields = line.split()
-        if len(fields) != 3:
+        if not fields:
             continue
+        if len(fields) != 3 or not all(f.isascii() and f.isdigit() for f in fields):
+            raise ValueError(f"id map line {number}: expected 'CONTAINER HOST COUNT', found {line!r}")
         ranges.append(IdRange(int(fields[0]), int(fields[1]), int(fields[2])))
     return tuple(ranges)
 
 
 def format_map(idmap: IdMap) -> str:
+    """``container host count`` lines joined by newlines (no padding, no final newline)."""
     return "\n".join(f"{r.container} {r.host} {r.count}" for r in idmap)
 
 
 def map_rows(idmap: IdMap) -> list[tuple[str, str, str]]:
     """Human rows: single ids spelt out, ranges as ``a–b``."""
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for r in idmap:
         if r.count == 1:
             rows.append((str(r.container), str(r.host), "1"))
@@ -221,7 +280,7 @@ class Account:
 @dataclasses.dataclass(frozen=True)
 class Overlap:
     entry: SubidEntry
-    with_what: str  # "account alice (uid 1001)" or "bob's range on /etc/subuid:4"
+    with_what: str  # "account alice (uid 1001)" or "bob's range bob:100000:65536 at /etc/subuid:4"
 
     def message(self, path: str) -> str:
         return f"{path}:{self.entry.line} {self.entry.text()} overlaps {self.with_what}"
@@ -230,16 +289,22 @@ class Overlap:
 def account_overlaps(
     entries: Sequence[SubidEntry], accounts: Iterable[Account], own_id: int, kind: str = "uid"
 ) -> list[Overlap]:
-    """Ranges that cover a real account's id (the user's own id, alone, is fine)."""
-    found = []
-    accounts = sorted(accounts, key=lambda a: a.id)
+    """Ranges that cover a real account's id: at most one :class:`Overlap` per entry.
+
+    The user's own ``NAME:UID:1`` line is fine.  A wider range that covers
+    ``own_id`` is reported; it names the lowest *other* account it covers
+    when there is one (that is whose files leak), else the user's own.
+    """
+    found: list[Overlap] = []
+    ordered = sorted(accounts, key=lambda a: (a.id, a.name))
     for entry in entries:
-        for acc in accounts:
-            if acc.id == own_id and entry.start == own_id and entry.count == 1:
-                continue  # the user's own NAME:UID:1 line
-            if entry.start <= acc.id < entry.end:
-                found.append(Overlap(entry, f"account {acc.name} ({kind} {acc.id})"))
-                break
+        covered = [acc for acc in ordered if entry.start <= acc.id < entry.end]
+        others = [acc for acc in covered if acc.id != own_id]
+        if entry.start == own_id and entry.count == 1:
+            covered = others
+        if covered:
+            hit = (others or covered)[0]
+            found.append(Overlap(entry, f"account {hit.name} ({kind} {hit.id})"))
     return found
 
 
@@ -253,11 +318,15 @@ def seed_style(entries: Sequence[SubidEntry], own_id: int) -> list[SubidEntry]:
 
 
 def range_overlaps(mine: Sequence[SubidEntry], others: Sequence[SubidEntry], path: str) -> list[Overlap]:
-    """The user's ranges that share ids with other owners' ranges."""
-    found = []
+    """The user's ranges that share ids with other owners' ranges: at most one per entry.
+
+    ``others`` may be the whole file: lines with the entry's own owner are
+    skipped.  ``ALL`` is an owner like any other (see the module docstring).
+    """
+    found: list[Overlap] = []
     for entry in mine:
         for other in others:
-            if other.owner == entry.owner or other.owner == "ALL":
+            if other.owner == entry.owner:
                 continue
             if entry.overlaps(other.start, other.end):
                 found.append(Overlap(entry, f"{other.owner}'s range {other.text()} at {path}:{other.line}"))
@@ -274,8 +343,13 @@ def allocate(
     """Lowest start in ``[lo, hi]`` with ``count`` free ids, given taken ``(start, end)`` spans.
 
     Like shadow-utils' ``find_free_range``: ``hi`` bounds the *last* id of the
-    range.  Returns ``None`` when nothing fits.
+    range (and is itself capped at the last valid id, ``2**32 - 2``).  Spans
+    may be unsorted, overlapping or empty (``end <= start``, ignored).
+    Returns ``None`` when nothing fits, or when ``count < 1`` or ``lo > hi``.
     """
+    hi = min(hi, ID_LIMIT - 1)
+    if count < 1 or lo > hi:
+        return None
     spans = sorted((s, e) for s, e in taken if e > s)
     candidate = lo
     for start, end in spans:
@@ -290,22 +364,55 @@ def allocate(
 
 
 def parse_login_defs(text: str) -> dict[str, str]:
-    values = {}
-    for line in text.splitlines():
+    """``KEY VALUE`` pairs from login.defs, read the way shadow-utils' ``getdef.c`` does.
+
+    Whitespace and double quotes before the value are skipped and the value
+    stops at the next double quote; a key without a value is ignored; the
+    last occurrence of a key wins.
+    """
+    values: dict[str, str] = {}
+    for line in text.split("\n"):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         fields = stripped.split(None, 1)
         if len(fields) == 2:
-            values[fields[0]] = fields[1].strip()
+            values[fields[0]] = fields[1].lstrip(' \t"').split('"', 1)[0]
     return values
 
 
+_ULONG_MAX = 2**64 - 1
+
+
+def _shadow_ulong(value: str) -> int | None:
+    """``getulong()``: ``strtoul(value, &end, 0)`` with nothing left over; ``None`` if garbled.
+
+    Decimal, ``0x`` hex and leading-zero octal, as shadow-utils accepts them.
+    Signs and whitespace count as garbage here (``strtoul`` would wrap ``-1``).
+    """
+    if not value.isascii() or not value.isalnum():
+        return None
+    try:
+        if value[:2].lower() == "0x":
+            number = int(value[2:], 16)
+        elif value.startswith("0"):
+            number = int(value, 8)
+        else:
+            number = int(value, 10)
+    except ValueError:
+        return None
+    return number if number <= _ULONG_MAX else None
+
+
 def sub_bounds(login_defs: dict[str, str], prefix: str = "SUB_UID") -> tuple[int, int, int]:
-    """``(min, max, count)`` from login.defs, shadow-utils' defaults where unset or garbled."""
+    """``(min, max, count)`` from login.defs, shadow-utils' defaults where unset or garbled.
+
+    Numbers are read like shadow-utils reads them: ``0x186a0`` is hex and
+    ``0100000`` octal.
+    """
 
     def num(key: str, default: int) -> int:
-        value = login_defs.get(f"{prefix}_{key}", "")
-        return int(value) if value.isdigit() else default
+        value = _shadow_ulong(login_defs.get(f"{prefix}_{key}", ""))
+        return default if value is None else value
 
     return num("MIN", DEFAULT_SUB_MIN), num("MAX", DEFAULT_SUB_MAX), num("COUNT", DEFAULT_SUB_COUNT)
