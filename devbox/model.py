@@ -1,0 +1,300 @@
+"""What a devbox stack *is*: frozen dataclasses, no I/O.
+
+:mod:`devbox.config` builds these from TOML; :mod:`devbox.plan` compares a
+desired :class:`Stack` with what :mod:`devbox.observe` found (the
+``Observed*`` classes at the bottom) and the executor carries the plan out.
+
+Every resource devbox creates carries the labels below; devbox recognises its
+own containers, networks and volumes by them, never by guessing from names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+from typing import Literal, Mapping
+
+LABEL_PROJECT = "devbox.project"
+LABEL_SERVICE = "devbox.service"
+LABEL_CONFIG_HASH = "devbox.config-hash"
+LABEL_PROFILE = "devbox.profile"  # the profile that created the container (not updated by switch)
+LABEL_VOLUME = "devbox.volume"
+LABEL_TOOLCHAIN = "org.devbox.toolchain"  # set by the Dockerfiles in images/
+
+MountKind = Literal["bind", "volume"]
+Condition = Literal["started", "healthy"]
+
+
+class RemapPolicy(enum.Enum):
+    """What ``up`` does when the probe-verified userns remap is missing."""
+
+    REQUIRE = "require"  # refuse to start services that bind-mount host directories
+    WARN = "warn"
+    OFF = "off"
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    """A published port.  ``host_ip`` defaults to loopback: nothing is exposed to the network by accident."""
+
+    container_port: int
+    host_port: int
+    host_ip: str = "127.0.0.1"
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """A bind mount (``source`` is an absolute host path) or a named volume (``source`` is the full volume name)."""
+
+    kind: MountKind
+    source: str
+    target: str
+    read_only: bool = False
+    allow_outside_project: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Healthcheck:
+    """Docker's healthcheck; ``test`` starts with ``CMD`` (argument list) or ``CMD-SHELL``."""
+
+    test: tuple[str, ...]
+    interval_s: float = 2.0
+    timeout_s: float = 5.0
+    retries: int = 30
+    start_period_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """An image devbox builds from ``images/<context>``.
+
+    ``digest`` covers the context's files, so editing a Dockerfile yields a new
+    tag (and therefore a new config hash for the services using it).
+    """
+
+    context: str  # name under images/
+    context_dir: str  # absolute path of the build context
+    args: tuple[tuple[str, str], ...] = ()
+    dockerfile: str = "Dockerfile"
+    digest: str = ""
+
+    @property
+    def args_dict(self) -> dict[str, str]:
+        return dict(self.args)
+
+
+@dataclasses.dataclass(frozen=True)
+class DependsOn:
+    service: str
+    condition: Condition = "started"
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """One fully resolved service: profile + extends + project settings + overrides."""
+
+    name: str
+    image: str  # the reference containers run: a registry reference or the tag devbox builds
+    build: Build | None = None
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[Port, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    depends_on: tuple[DependsOn, ...] = ()
+    healthcheck: Healthcheck | None = None
+    interactive: bool = False
+    working_dir: str | None = None
+    user: str | None = None
+    # "host" disables the remap for this container (needed for host network/PID);
+    # only accepted together with a written reason, and flagged by ``ps``.
+    userns_mode: str | None = None
+    userns_reason: str | None = None
+    network_mode: str | None = None
+    pid_mode: str | None = None
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    @property
+    def volumes(self) -> tuple[str, ...]:
+        return tuple(m.source for m in self.mounts if m.kind == "volume")
+
+    @property
+    def binds(self) -> tuple[Mount, ...]:
+        return tuple(m for m in self.mounts if m.kind == "bind")
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A validated profile with ``extends`` applied and the project's settings merged in."""
+
+    name: str
+    source: Path  # the file it came from (a project profile overrides a shipped one)
+    description: str
+    extends: str | None
+    services: tuple[Service, ...]
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services)
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    @property
+    def interactive(self) -> Service | None:
+        return next((s for s in self.services if s.interactive), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchSettings:
+    ignore: tuple[str, ...] = (".git", "node_modules", "__pycache__", ".venv")
+    allowed_gids: tuple[int, ...] = ()
+    rescan_interval_s: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Project:
+    """``devbox.toml`` plus every profile it can run, all validated."""
+
+    name: str
+    root: Path
+    file: Path
+    default_profile: str
+    remap: RemapPolicy
+    watch: WatchSettings
+    workdirs: tuple[Mount, ...]
+    profiles: Mapping[str, Profile]
+
+    def profile(self, name: str | None = None) -> Profile:
+        return self.profiles[name or self.default_profile]
+
+    def stack(self, profile: str | None = None) -> Stack:
+        """The desired state for ``profile`` (default: the project's)."""
+        prof = self.profile(profile)
+        return Stack(project=self.name, profile=prof.name, services=prof.services)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """The desired state :func:`devbox.plan.reconcile` converges to."""
+
+    project: str
+    profile: str
+    services: tuple[Service, ...]
+
+    @property
+    def network(self) -> str:
+        return network_name(self.project)
+
+    @property
+    def volumes(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for svc in self.services:
+            for vol in svc.volumes:
+                seen[vol] = None
+        return tuple(seen)
+
+    @property
+    def images(self) -> tuple[tuple[str, Build | None], ...]:
+        """Each distinct image reference once, with how to build it (``None``: pull)."""
+        seen: dict[str, Build | None] = {}
+        for svc in self.services:
+            seen.setdefault(svc.image, svc.build)
+        return tuple(seen.items())
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    def container_name(self, service: str) -> str:
+        return container_name(self.project, service)
+
+    def labels(self, service: Service, config_hash: str) -> dict[str, str]:
+        return {
+            LABEL_PROJECT: self.project,
+            LABEL_SERVICE: service.name,
+            LABEL_PROFILE: self.profile,
+            LABEL_CONFIG_HASH: config_hash,
+        }
+
+    def levels(self) -> tuple[tuple[str, ...], ...]:
+        """Service names in dependency levels: level N only depends on levels < N.
+
+        Services within one level are independent and may start in parallel.
+        Assumes an acyclic graph (config rejects cycles).
+        """
+        deps = {s.name: {d.service for d in s.depends_on} for s in self.services}
+        placed: dict[str, int] = {}
+        levels: list[tuple[str, ...]] = []
+        while len(placed) < len(deps):
+            ready = sorted(n for n, d in deps.items() if n not in placed and d <= placed.keys())
+            if not ready:
+                raise ValueError("depends_on cycle among " + ", ".join(sorted(set(deps) - set(placed))))
+            for n in ready:
+                placed[n] = len(levels)
+            levels.append(tuple(ready))
+        return tuple(levels)
+
+
+def network_name(project: str) -> str:
+    return f"devbox-{project}"
+
+
+def container_name(project: str, service: str) -> str:
+    return f"devbox-{project}-{service}"
+
+
+def volume_name(project: str, volume: str) -> str:
+    return f"devbox-{project}-{volume}"
+
+
+# --- observed state: what exists, found by labels (filled by devbox.observe) ---
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedContainer:
+    id: str
+    name: str
+    project: str
+    service: str
+    profile: str
+    config_hash: str
+    image_id: str
+    status: str  # docker's State.Status: created, running, paused, restarting, removing, exited, dead
+    health: str | None = None  # starting, healthy, unhealthy; None without a healthcheck
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedImage:
+    ref: str
+    id: str
+    toolchain: str | None = None  # the org.devbox.toolchain label
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """Everything of one project that exists on the engine (plus the images its stack names)."""
+
+    containers: tuple[ObservedContainer, ...] = ()
+    networks: frozenset[str] = frozenset()
+    volumes: frozenset[str] = frozenset()
+    images: tuple[ObservedImage, ...] = ()
+
+    def image(self, ref: str) -> ObservedImage | None:
+        return next((i for i in self.images if i.ref == ref), None)
+
+    def containers_of(self, service: str) -> tuple[ObservedContainer, ...]:
+        return tuple(c for c in self.containers if c.service == service)
