@@ -6,11 +6,9 @@ Heavy imports (docker, watchdog) happen inside the commands so that
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
-from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -26,6 +24,21 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from devbox import __version__
+
+        typer.echo(f"devbox {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Editor, runtime and database containers whose bind-mounted files stay yours."""
+
+
 # --- host remap (devbox.remap) ----------------------------------------------
 
 
@@ -39,6 +52,7 @@ def remap(
     restart_cmd: Optional[str] = typer.Option(None, "--restart-cmd", help="How to restart dockerd (default: systemctl, else service)."),
     no_probe: bool = typer.Option(False, "--no-probe", help="Skip the probe container (check only)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the evidence for every check."),
 ) -> None:
     """Check (default), apply or revert Docker's user-namespace remap for your user."""
     from devbox import remap as remap_mod
@@ -50,7 +64,7 @@ def remap(
             revert=revert, user=user, dry_run=dry_run, yes=yes, restart_cmd=restart_cmd, json_out=json_out
         )
     else:
-        code = remap_mod.check_command(user=user, probe=not no_probe, json_out=json_out)
+        code = remap_mod.check_command(user=user, probe=not no_probe, json_out=json_out, verbose=verbose)
     raise typer.Exit(int(code))
 
 
@@ -62,28 +76,24 @@ def main(argv: list[str] | None = None) -> None:
     from devbox import console
 
     try:
-        app(args=argv, prog_name="devbox", standalone_mode=False)
+        # without standalone mode, an Exit raised by a command comes back as the return value
+        code = app(args=argv, prog_name="devbox", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except DevboxError as exc:
         console.error(exc.one_line())
         sys.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         console.error("interrupted")
         sys.exit(int(Exit.INTERRUPTED))
     except Exception as exc:  # noqa: BLE001 - the one place that catches everything
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            console.error("aborted")
-            sys.exit(int(Exit.INTERRUPTED))
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error from typer's (vendored) click: already one line with a hint
+            sys.exit(int(Exit.ERROR))
         log = _save_traceback()
         console.error(f"internal error: {type(exc).__name__}: {exc} (traceback saved to {log}; please report it)")
         sys.exit(int(Exit.INTERNAL))
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _save_traceback() -> str:

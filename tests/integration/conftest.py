@@ -60,13 +60,18 @@ def test_user(sandboxed: None) -> dict[str, object]:
     for name, uid in ((TEST_USER, TEST_UID), (OTHER_USER, OTHER_UID)):
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             subprocess.run(
-                ["useradd", "--uid", str(uid), "--user-group", "--create-home", "--shell", "/bin/sh", name],
+                # the home lives under /run/devbox-test: /home is the machine's own, not the overlay
+                ["useradd", "--uid", str(uid), "--user-group", "--no-create-home",
+                 "--home-dir", f"/run/devbox-test/home/{name}", "--shell", "/bin/sh", name],
                 check=True,
             )
+        home = Path(f"/run/devbox-test/home/{name}")
+        home.mkdir(parents=True, exist_ok=True)
+        os.chown(home, uid, uid)
     subprocess.run(["usermod", "-aG", "docker", TEST_USER], check=True)
     for f in ("/etc/subuid", "/etc/subgid"):
         Path(f).write_text(f"{TEST_USER}:{TEST_UID}:1\n{TEST_USER}:200000:65536\n")
-    return {"name": TEST_USER, "uid": TEST_UID, "gid": TEST_UID, "home": f"/home/{TEST_USER}"}
+    return {"name": TEST_USER, "uid": TEST_UID, "gid": TEST_UID, "home": f"/run/devbox-test/home/{TEST_USER}"}
 
 
 @pytest.fixture(scope="session")

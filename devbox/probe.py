@@ -1,0 +1,194 @@
+"""The probe: a short-lived container that proves what the remap really does.
+
+It bind-mounts a fresh temporary directory and, as container root, writes its
+``/proc/self/uid_map`` and ``gid_map`` there and creates a file, then blocks.
+From the host devbox reads (a) the file's owner, (b) the container process's
+uid from ``/proc/PID/status``, (c) the maps.  No registry is needed: the probe
+image is imported from a few host files (``/bin/sh`` and its libraries), so it
+works on a daemon with no images at all, right after remap is switched on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devbox.engine import call
+from devbox.errors import EngineError
+from devbox.idmap import IdMap, parse_proc_map
+
+if TYPE_CHECKING:
+    import docker
+
+PROBE_REPO = "devbox/probe"
+PROBE_LABEL = "devbox.probe"
+SCRIPT = (
+    "while IFS= read -r l; do echo \"$l\"; done < /proc/self/uid_map > /probe/uid_map && "
+    "while IFS= read -r l; do echo \"$l\"; done < /proc/self/gid_map > /probe/gid_map && "
+    ": > /probe/created && : > /probe/ready && read x"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    file_uid: int | None
+    file_gid: int | None
+    process_uid: int | None
+    process_gid: int | None
+    uid_map: IdMap | None
+    gid_map: IdMap | None
+    seconds: float
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file_owner": None if self.file_uid is None else {"uid": self.file_uid, "gid": self.file_gid},
+            "process": None if self.process_uid is None else {"uid": self.process_uid, "gid": self.process_gid},
+            "uid_map": None if self.uid_map is None else [dataclasses.asdict(r) for r in self.uid_map],
+            "gid_map": None if self.gid_map is None else [dataclasses.asdict(r) for r in self.gid_map],
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+# --- the image ----------------------------------------------------------------
+
+
+def _shell_and_libraries() -> list[tuple[str, str]]:
+    """``(path in image, host file)`` for /bin/sh and the shared objects it loads."""
+    shell = os.path.realpath("/bin/sh")
+    files = [("/bin/sh", shell)]
+    try:
+        out = subprocess.run(["ldd", shell], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        for token in line.split():
+            if token.startswith("/"):
+                files.append((token, os.path.realpath(token)))
+    return files
+
+
+def image_tar() -> bytes:
+    """A deterministic rootfs tarball: same host files, same bytes, same tag."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        dirs = {"/probe", "/proc", "/dev", "/sys", "/tmp", "/etc"}
+        files = _shell_and_libraries()
+        for inside, _ in files:
+            parent = os.path.dirname(inside)
+            while parent not in ("/", ""):
+                dirs.add(parent)
+                parent = os.path.dirname(parent)
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        seen = set()
+        for inside, host in files:
+            if inside in seen:
+                continue
+            seen.add(inside)
+            with open(host, "rb") as fh:
+                data = fh.read()
+            info = tarfile.TarInfo(inside.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ensure_image(client: docker.DockerClient) -> str:
+    """The probe image's reference, importing it when the daemon lacks it."""
+    import docker.errors
+
+    data = image_tar()
+    ref = f"{PROBE_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
+    try:
+        client.images.get(ref)
+        return ref
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot look up the probe image: {exc.explanation}") from None
+    repo, tag = ref.split(":")
+    call(lambda: client.api.import_image_from_data(data, repository=repo, tag=tag))
+    return ref
+
+
+# --- running it ---------------------------------------------------------------
+
+
+def _owner_of_process(pid: int) -> tuple[int | None, int | None]:
+    uid = gid = None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return uid, gid
+
+
+def run(client: docker.DockerClient, owner: tuple[int, int] | None = None, timeout: float = 20) -> ProbeResult:
+    """Run the probe once.  ``owner`` is who the temporary directory should belong to
+    (the target user, when devbox runs as root); container root must be able to write there."""
+    started = time.monotonic()
+    image = ensure_image(client)
+    workdir = tempfile.mkdtemp(prefix="devbox-probe-")
+    container = None
+    try:
+        if owner is not None and os.geteuid() == 0:
+            os.chown(workdir, *owner)
+        os.chmod(workdir, 0o755)
+        container = call(
+            lambda: client.containers.create(
+                image,
+                ["/bin/sh", "-c", SCRIPT],
+                volumes={workdir: {"bind": "/probe", "mode": "rw"}},
+                labels={PROBE_LABEL: "1"},
+                stdin_open=True,
+                network_disabled=True,
+            )
+        )
+        call(container.start)
+        ready = Path(workdir, "ready")
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if time.monotonic() > deadline:
+                container.reload()
+                state = container.attrs.get("State", {})
+                logs = container.logs(tail=5).decode(errors="replace").strip()
+                why = (
+                    f"container exited with {state.get('ExitCode')}: {logs or 'no output'}"
+                    if state.get("Status") == "exited"
+                    else "the bind-mounted directory stayed empty (a remote or VM engine that cannot see this host's files?)"
+                )
+                return ProbeResult(None, None, None, None, None, None, time.monotonic() - started, f"probe did not report: {why}")
+            time.sleep(0.005)
+        container.reload()
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        proc_uid, proc_gid = _owner_of_process(pid) if pid else (None, None)
+        st = os.lstat(os.path.join(workdir, "created"))
+        uid_map = parse_proc_map(Path(workdir, "uid_map").read_text())
+        gid_map = parse_proc_map(Path(workdir, "gid_map").read_text())
+        return ProbeResult(st.st_uid, st.st_gid, proc_uid, proc_gid, uid_map, gid_map, time.monotonic() - started)
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001 - cleanup must not mask the result
+                pass
+        shutil.rmtree(workdir, ignore_errors=True)
