@@ -27,7 +27,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, cast
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 from devbox import paths
 from devbox.errors import ConfigError
@@ -113,7 +113,9 @@ def find_line(text: str, path: Sequence[str | int]) -> int | None:
         pattern = re.compile(r'(?:^|[\s{,.])(?:"' + re.escape(key) + r'"|\'' + re.escape(key) + r"'|" + re.escape(key) + r")\s*[=.]")
         hit = next((i for i in range(search_from, end) if pattern.search(_strip_comment(lines[i]))), None)
         if hit is None:
-            break
+            # ``services`` when the file only has ``[services.runtime]``: the first table below it.
+            below = next((i for i, h in headers if len(h) > len(keys) and h[: len(keys)] == tuple(keys)), None)
+            return below + 1 if below is not None else (None if found is None else found + 1)
         found, search_from = hit, hit
     return None if found is None else found + 1
 
@@ -583,7 +585,8 @@ def _extends_chain(name: str, raws: Mapping[str, RawProfile]) -> list[RawProfile
     current = raws[name]
     while True:
         if any(r.name == current.name for r in chain):
-            cycle = " → ".join([r.name for r in reversed(chain)] + [current.name])
+            start = next(i for i, r in enumerate(chain) if r.name == current.name)
+            cycle = " → ".join([r.name for r in chain[start:]] + [current.name])
             last = chain[-1]
             raise last.src.error(("extends",), f"extends cycle: {cycle}")
         chain.append(current)
@@ -728,19 +731,21 @@ def _build_service(name: str, lay: _Layered, ctx: _Ctx, known_contexts: Sequence
     if d.get("workdir", True) and ctx.project_file is not None:
         pf = ctx.project_file
         for i, m in enumerate(pf.workdirs):
-            mounts.append(_bind(m, ctx, lambda msg, hint, i=i: pf.src.error(("workdirs", i), msg, hint), f"workdirs[{i}]"))
+            mounts.append(_bind(m, ctx, pf.src, ("workdirs", i)))
         for i, m in enumerate(pf.mounts):
-            mounts.append(_bind(m, ctx, lambda msg, hint, i=i: pf.src.error(("mounts", i), msg, hint), f"mounts[{i}]"))
-    for i, m in enumerate(d.get("mounts", [])):
-        mounts.append(_bind(m, ctx, lambda msg, hint, i=i: lay.fail("mounts", (i,), msg, hint), lay.path("mounts", i)))
+            mounts.append(_bind(m, ctx, pf.src, ("mounts", i)))
+    if "mounts" in lay.origin:
+        src, path = lay.origin["mounts"]
+        for i, m in enumerate(d["mounts"]):
+            mounts.append(_bind(m, ctx, src, (*path, i)))
     for v in d.get("volumes", []):
         mounts.append(Mount("volume", volume_name(ctx.project, v["name"]), v["target"], v["read_only"]))
-    targets: dict[str, int] = {}
-    for i, m in enumerate(mounts):
-        if m.target in targets:
-            key = "volumes" if m.kind == "volume" and "volumes" in lay.origin else "mounts" if "mounts" in lay.origin else next(iter(lay.origin))
-            raise lay.fail(key, (), f"services.{name}: two mounts target '{m.target}'")
-        targets[m.target] = i
+    seen_targets: set[str] = set()
+    for mount in mounts:
+        if mount.target in seen_targets:
+            key = "volumes" if mount.kind == "volume" else "mounts" if "mounts" in lay.origin else "volumes"
+            raise lay.fail(key, (), f"services.{name}: two mounts target '{mount.target}'")
+        seen_targets.add(mount.target)
 
     env: dict[str, str] = {}
     if d.get("workdir", True) and ctx.project_file is not None:
@@ -794,11 +799,11 @@ def _build_service(name: str, lay: _Layered, ctx: _Ctx, known_contexts: Sequence
     )
 
 
-def _bind(m: Mapping[str, Any], ctx: _Ctx, fail: Callable[[str, str | None], ConfigError], where: str) -> Mount:
+def _bind(m: Mapping[str, Any], ctx: _Ctx, src: Source, keypath: KeyPath) -> Mount:
     real, reason = check_bind_source(m["source"], root=ctx.root, home=ctx.home, allow_outside_project=m["allow_outside_project"])
     if reason:
         hint = "set allow_outside_project = true on this mount if that is intended" if reason.startswith("it is outside") else None
-        raise fail(f"{where}: refusing to bind-mount {real}: {reason}", hint)
+        raise src.error(keypath, f"{format_path(keypath)}: refusing to bind-mount {real}: {reason}", hint)
     return Mount("bind", str(real), m["target"], m["read_only"], m["allow_outside_project"])
 
 
@@ -859,16 +864,16 @@ def _resolve_profile(
             if svc in layered:
                 layered[svc].apply(pf.src, ("services", svc), table)
     enabled = {n: lay for n, lay in layered.items() if lay.data.get("enabled", True)}
-    services = {n: _build_service(n, lay, ctx, known_contexts) for n, lay in sorted(enabled.items())}
+    services: dict[str, Service] = {n: _build_service(n, lay, ctx, known_contexts) for n, lay in sorted(enabled.items())}
     if not services:
         raise raw.src.error((), f"profile '{raw.name}' has no enabled services")
 
     interactive = [n for n, s in services.items() if s.interactive]
     if len(interactive) > 1:
         raise layered[interactive[1]].fail("interactive", (), f"services.{interactive[1]}.interactive: only one service can be interactive (already: {interactive[0]})")
-    for n, svc in services.items():
+    for n, service in services.items():
         lay = layered[n]
-        for dep in svc.depends_on:
+        for dep in service.depends_on:
             if dep.service == n:
                 raise lay.fail("depends_on", (), f"{lay.path('depends_on')}: service '{n}' depends on itself")
             if dep.service not in services:
@@ -956,7 +961,7 @@ def load_project(
         default_profile=pf.profile,
         remap=pf.remap,
         watch=pf.watch,
-        workdirs=tuple(_bind(m, ctx, lambda msg, hint, i=i: pf.src.error(("workdirs", i), msg, hint), f"workdirs[{i}]") for i, m in enumerate(pf.workdirs)),
+        workdirs=tuple(_bind(m, ctx, pf.src, ("workdirs", i)) for i, m in enumerate(pf.workdirs)),
         profiles=profiles,
     )
 
