@@ -9,7 +9,7 @@ import pytest
 
 from devbox import config
 from devbox.errors import ConfigError
-from devbox.model import Mount, Port, RemapPolicy
+from devbox.model import Mount, Port, Profile, Project, RemapPolicy
 
 BASE_PROFILE = """\
 description = "test stack"
@@ -60,7 +60,7 @@ class Env:
     def file(self) -> Path:
         return self.root / "devbox.toml"
 
-    def load(self, project: str = 'profile = "base"\n') -> config.Project:
+    def load(self, project: str = 'profile = "base"\n') -> Project:
         self.file.write_text(project)
         return config.load_project(self.root, home=self.home, profiles_dir=self.profiles, images_dir=self.images)
 
@@ -515,12 +515,12 @@ def test_shipped_profile_set() -> None:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> dict[str, config.Profile]:
+def shipped() -> dict[str, Profile]:
     return config.load_profiles(project_root=Path("/nonexistent/project"), home=Path("/nonexistent/home"), project="app")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_profile_loads_and_validates(shipped: dict[str, config.Profile], name: str) -> None:
+def test_shipped_profile_loads_and_validates(shipped: dict[str, Profile], name: str) -> None:
     prof = shipped[name]
     assert prof.description
     assert set(prof.service_names) <= {"editor", "runtime", "db", "ide"}
@@ -545,7 +545,7 @@ def test_shipped_profile_loads_and_validates(shipped: dict[str, config.Profile],
         ("ide-python", "python 3.11", "postgresql 15", "bookworm"),
     ],
 )
-def test_shipped_toolchains(shipped: dict[str, config.Profile], name: str, runtime: str, db: str, release: str) -> None:
+def test_shipped_toolchains(shipped: dict[str, Profile], name: str, runtime: str, db: str, release: str) -> None:
     prof = shipped[name]
     rt = prof.service("runtime").build
     dbb = prof.service("db").build
@@ -554,7 +554,7 @@ def test_shipped_toolchains(shipped: dict[str, config.Profile], name: str, runti
     assert dbb.args_dict["TOOLCHAIN"] == db
 
 
-def test_switching_python_profiles_keeps_editor_and_db(shipped: dict[str, config.Profile]) -> None:
+def test_switching_python_profiles_keeps_editor_and_db(shipped: dict[str, Profile]) -> None:
     py, py313 = shipped["python"], shipped["python-3.13"]
     for svc in ("editor", "db"):
         assert config.config_hash(py.service(svc)) == config.config_hash(py313.service(svc))
@@ -564,7 +564,7 @@ def test_switching_python_profiles_keeps_editor_and_db(shipped: dict[str, config
     assert config.config_hash(shipped["node"].service("editor")) == config.config_hash(py.service("editor"))
 
 
-def test_ide_profile_serves_on_loopback(shipped: dict[str, config.Profile]) -> None:
+def test_ide_profile_serves_on_loopback(shipped: dict[str, Profile]) -> None:
     prof = shipped["ide-python"]
     assert prof.service_names == ("db", "ide", "runtime")
     assert prof.service("ide").ports == (Port(8888, 8888, "127.0.0.1"),)
