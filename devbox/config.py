@@ -851,9 +851,7 @@ def config_hash(service: Service) -> str:
 # --- the whole thing -------------------------------------------------------------
 
 
-def _resolve_profile(
-    raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx, known_contexts: Sequence[str], all_services: set[str]
-) -> Profile:
+def _resolve_profile(raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx, known_contexts: Sequence[str]) -> Profile:
     layered: dict[str, _Layered] = {}
     for layer in _extends_chain(raw.name, raws):
         for svc, table in layer.services.items():
@@ -922,6 +920,28 @@ def _find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
+def user_home() -> Path:
+    """The invoking user's home: under ``sudo``, SUDO_USER's, not root's (whose home nobody bind-mounts by accident)."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+        import pwd
+
+        try:
+            return Path(pwd.getpwnam(sudo_user).pw_dir)
+        except KeyError:
+            pass
+    return Path.home()
+
+
+def load(start: Path | None = None, *, home: Path | None = None) -> Project:
+    """The project at or above ``start`` (default: the current directory), fully validated."""
+    root = paths.project_root(start)
+    if root is None:
+        here = (start or Path.cwd()).resolve()
+        raise ConfigError(f"no devbox.toml in {here} or any parent directory", hint="run 'devbox init'")
+    return load_project(root, home=home or user_home())
+
+
 def load_project(
     root: Path,
     *,
@@ -979,5 +999,4 @@ def _load_profiles(shipped: Path, ctx: _Ctx) -> dict[str, Profile]:
     files = profile_files(shipped, ctx.root if ctx.project_file is not None else None)
     raws = {name: load_raw_profile(f) for name, f in files.items()}
     contexts = sorted(p.name for p in ctx.images.iterdir() if (p / "Dockerfile").is_file()) if ctx.images.is_dir() else []
-    all_services = {s for r in raws.values() for s in r.services}
-    return {name: _resolve_profile(raw, raws, ctx, contexts, all_services) for name, raw in sorted(raws.items())}
+    return {name: _resolve_profile(raw, raws, ctx, contexts) for name, raw in sorted(raws.items())}

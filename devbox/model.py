@@ -286,7 +286,8 @@ class ObservedImage:
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """Everything of one project that exists on the engine (plus the images its stack names)."""
+    """What exists on the engine for one project: containers, networks and volumes carrying its
+    ``devbox.project`` label, plus the images (by reference) its stack names."""
 
     containers: tuple[ObservedContainer, ...] = ()
     networks: frozenset[str] = frozenset()

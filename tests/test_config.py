@@ -95,7 +95,8 @@ def test_defaults(env: Env) -> None:
     assert db.healthcheck is not None and db.healthcheck.test == ("CMD", "pg_isready")
     assert stack.volumes == ("devbox-myapp-pgdata",)
     assert stack.levels() == (("db", "editor"), ("runtime",))
-    assert project.profile().interactive is not None and project.profile().interactive.name == "editor"
+    interactive = project.profile().interactive
+    assert interactive is not None and interactive.name == "editor"
 
 
 def test_project_settings_reach_workdir_services_only(env: Env) -> None:
