@@ -244,7 +244,7 @@ def assess_daemon_config(state: HostState) -> list[Finding]:
         where = f"{dj.path}:{_key_line(dj.text, KEY)}" if json_value is not None else dj.path
         if json_value is None:
             ev = (f"{dj.path} has no \"{KEY}\"" if dj.exists else f"{dj.path} does not exist",)
-            flag_ok = any(_same_remap(f.value, state) for f in state.flags if f.editable)
+            flag_ok = bool(state.flags) and all(_same_remap(f.value, state) for f in state.flags)
             status = "ok" if flag_ok else "fail"
             out.append(Finding("daemon.json", status, "daemon.json sets userns-remap",
                                ev + (("set by a dockerd flag instead",) if flag_ok else ()),
@@ -257,7 +257,7 @@ def assess_daemon_config(state: HostState) -> list[Finding]:
                                f"{FIX_APPLY}  (sets \"{KEY}\": \"{want}\")"))
     if state.flags:
         ev = tuple(f"{f.where}: --userns-remap={f.value}" for f in state.flags)
-        if json_value is not None and any(f.editable for f in state.flags):
+        if json_value is not None:
             out.append(Finding(
                 "daemon.flags", "fail", "userns-remap set once (flag or daemon.json, not both)",
                 ev + (f"{state.daemon_json.path if state.daemon_json else 'daemon.json'} also sets \"{KEY}\": "
@@ -276,7 +276,7 @@ def assess_daemon_config(state: HostState) -> list[Finding]:
 
 
 def _flag_fix(state: HostState) -> str:
-    files = sorted({f.where.rsplit(":", 1)[0] for f in state.flags if f.editable})
+    files = sorted({f.where.rsplit(":", 1)[0] if f.editable else f.where for f in state.flags})
     if all(_same_remap(f.value, state) for f in state.flags):
         return f"{FIX_APPLY}  (removes the duplicate \"{KEY}\" from daemon.json; the flag in {', '.join(files)} stays)"
     return f"remove --userns-remap from {', '.join(files)}, then: {FIX_APPLY}"
@@ -468,7 +468,7 @@ def plan_daemon_json(state: HostState, path: Path) -> FileChange | None:
     dj = state.daemon_json or DaemonJson(str(path), False, "", {})
     want = state.remap_value
     current = dj.data.get(KEY)
-    flags = [f for f in state.flags if f.editable]
+    flags = list(state.flags)
     if flags:
         if not all(_same_remap(f.value, state) for f in flags):
             f = next(f for f in flags if not _same_remap(f.value, state))

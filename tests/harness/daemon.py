@@ -92,11 +92,13 @@ class PrivateDaemon:
         """Start dockerd and wait until it answers; raise with its log tail when it does not."""
         if self.running():
             return
-        for d in (self.data_root, self.exec_root, self.log.parent):
-            d.mkdir(parents=True, exist_ok=True)
-        # A remapped daemon needs o+x on every parent of its data root.
-        for parent in (STATE, STATE / self.name, self.data_root):
-            parent.chmod(0o711)
+        # A remapped daemon needs o+x on every parent of its data root (set once, on
+        # creation: a test may take it away again to make the daemon fail).
+        for d in (STATE, STATE / self.name, self.data_root):
+            if not d.exists():
+                d.mkdir(parents=True)
+                d.chmod(0o711)
+        self.exec_root.mkdir(parents=True, exist_ok=True)
         if not self.config_file.exists():
             self.write_config({})
         self.ensure_bridge()

@@ -93,3 +93,174 @@ def test_fresh_host_check_apply_prove_idempotent_revert(etc_sandbox: EtcSandbox,
     assert d.ping()
     r = sb.devbox("remap", "--json", env=env)
     assert _findings(r.stdout)["daemon.live"]["status"] == "fail"
+
+
+def _apply(sb: EtcSandbox, d: PrivateDaemon, env: dict[str, str], *extra: str):  # type: ignore[no-untyped-def]
+    return sb.devbox("remap", "--apply", "--yes", "--restart-cmd", sb.restart_cmd(d), *extra, env={**env, **d.env})
+
+
+def _check(sb: EtcSandbox, d: PrivateDaemon, env: dict[str, str]) -> dict[str, dict[str, object]]:
+    r = sb.devbox("remap", "--json", env={**env, **d.env})
+    assert r.returncode in (0, 1), r.stderr
+    return _findings(r.stdout)
+
+
+def test_reversed_lines_detected_and_fixed(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    sb = etc_sandbox
+    d = _setup(sb, "rm-rev", "devbox-tester:100000:65536\ndevbox-tester:1500:1\n", config={"userns-remap": USER})
+    found = _check(sb, d, env)
+    assert found["subuid.own-line"]["status"] == "fail"
+    assert found["subuid.own-line"]["evidence"][-1] == (
+        "devbox-tester:1500:1 is not first: dockerd takes the lines in file order, "
+        "so container root becomes host uid 100000"
+    )
+    assert found["daemon.live"]["status"] == "fail"
+    assert "data root is for 100000.100000, not 1500.1500" in found["daemon.live"]["evidence"]
+    assert found["probe.file-owner"]["evidence"] == [
+        "created as container root: host uid 100000, gid 100000 (want 1500, 1500)"
+    ]
+
+    r = _apply(sb, d, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "moved devbox-tester:1500:1 before devbox-tester:100000:65536" in r.stdout
+    assert sb.read("/etc/subuid") == "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    assert {f["status"] for f in _check(sb, d, env).values()} == {"ok"}
+
+
+def test_seed_style_range_replaced(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    sb = etc_sandbox
+    d = _setup(sb, "rm-seed", "devbox-tester:1500:65536\n", config={"userns-remap": USER, "debug": False})
+    found = _check(sb, d, env)
+    assert found["subuid.accounts"]["status"] == "fail"
+    assert found["subuid.accounts"]["evidence"][0] == (
+        "/etc/subuid:1: devbox-tester:1500:65536 maps container uids 1.. onto host uids 1501.., the ids of real accounts"
+    )
+    r = _apply(sb, d, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("replaced devbox-tester:1500:65536 (line 1): it maps container ids 1.. onto host ids 1501.., "
+            "where real accounts live") in r.stdout
+    assert sb.read("/etc/subuid") == "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    assert json.loads(sb.read("/etc/docker/daemon.json")) == {"userns-remap": USER, "debug": False}
+    assert {f["status"] for f in _check(sb, d, env).values()} == {"ok"}
+
+
+def test_range_overlapping_another_user_reallocated(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    sb = etc_sandbox
+    text = "devbox-other:100000:65536\ndevbox-tester:1500:1\ndevbox-tester:150000:65536\n"
+    d = _setup(sb, "rm-ovl", text)
+    found = _check(sb, d, env)
+    assert found["subuid.overlap"]["status"] == "fail"
+    assert found["subuid.overlap"]["evidence"] == [
+        "/etc/subuid:3 devbox-tester:150000:65536 overlaps devbox-other's range devbox-other:100000:65536 at /etc/subuid:1"
+    ]
+    r = _apply(sb, d, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected = "devbox-other:100000:65536\ndevbox-tester:1500:1\ndevbox-tester:215536:65536\n"
+    assert sb.read("/etc/subuid") == expected
+    assert sb.read("/etc/subgid") == expected
+    assert {f["status"] for f in _check(sb, d, env).values()} == {"ok"}
+
+
+def test_flag_and_daemon_json_conflict_detected_and_fixed(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    sb = etc_sandbox
+    good = "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    flag = [f"--userns-remap={USER}"]
+    d = _setup(sb, "rm-flag", good, config={"debug": False}, extra_args=flag)
+    sb.write("/etc/systemd/system/docker.service.d/userns.conf",
+             f"[Service]\nExecStart=\nExecStart=/usr/bin/dockerd -H fd:// --userns-remap={USER}\n")
+    # what a user following two tutorials ends up with: dockerd would now refuse to start
+    sb.write("/etc/docker/daemon.json", json.dumps({"debug": False, "userns-remap": USER}, indent=2) + "\n")
+    found = _check(sb, d, env)
+    flags = found["daemon.flags"]
+    assert flags["status"] == "fail"
+    assert f"/etc/systemd/system/docker.service.d/userns.conf:3: --userns-remap={USER}" in flags["evidence"]
+    assert any(e.startswith("running dockerd (pid ") for e in flags["evidence"])
+    assert "dockerd refuses to start" in flags["evidence"][-1]
+
+    r = _apply(sb, d, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'removed "userns-remap": it is also given as a flag' in r.stdout
+    assert json.loads(sb.read("/etc/docker/daemon.json")) == {"debug": False}
+    after = _check(sb, d, env)
+    assert {f["status"] for f in after.values()} == {"ok"}
+
+
+def test_daemon_that_cannot_start_rolls_back_byte_identical(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    sb = etc_sandbox
+    d = _setup(sb, "rm-fail", "someone:300000:65536\n", config={"debug": False})
+    before = _snapshot(sb)
+    # the trap from ENVIRONMENT.md: a 0700 parent of the data root stops a remapped dockerd
+    d.data_root.parent.chmod(0o700)
+    try:
+        r = _apply(sb, d, env)
+    finally:
+        d.data_root.parent.chmod(0o711)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "rolled back: every file is byte-identical to before and dockerd runs on the old configuration" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert _snapshot(sb) == before
+    assert d.ping()
+    assert "name=userns" not in d.docker("info", "--format", "{{.SecurityOptions}}").stdout
+
+
+def test_bad_inputs_one_line_nonzero_nothing_written(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    sb = etc_sandbox
+    d = _setup(sb, "rm-bad", "devbox-tester:1500:1\n", start=False)
+    sb.write("/etc/docker/daemon.json", '{"debug": true,\n  "log-level": }\n')
+    before = _snapshot(sb)
+    e = {**env, **d.env}
+
+    def one_line(r) -> str:  # type: ignore[no-untyped-def]
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        return lines[0]
+
+    line = one_line(sb.devbox("remap", "--apply", "--yes", "--restart-cmd", "true", env=e))
+    assert line == ("devbox: error: /etc/docker/daemon.json:2: not valid JSON: Expecting value (at line 2, column 16)"
+                    " — fix the file first; devbox will not rewrite a file it cannot read")
+    line = one_line(sb.devbox("remap", "--apply", "--user", "nosuchuser", env=e))
+    assert line == "devbox: error: unknown user 'nosuchuser' — pass --user NAME of an existing account"
+    line = one_line(sb.devbox("remap", "--apply", "--user", "root", env=e))
+    assert line.startswith("devbox: error: refusing to remap to root: container root would stay host root")
+    assert _snapshot(sb) == before
+
+    sb.write("/etc/docker/daemon.json", "{}\n")
+    sb.write("/etc/subuid", "devbox-tester:1500:1\ndevbox-tester:oops:65536\n")
+    line = one_line(sb.devbox("remap", "--apply", "--yes", "--restart-cmd", "true", env=e))
+    assert line == ("devbox: error: /etc/subuid:2: START 'oops' is not a non-negative integer — fix or remove that "
+                    "line first; devbox will not rewrite a file it cannot parse")
+
+    as_user = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--"]
+    sb.path("/etc/subuid").chmod(0o600)
+    r = sb.run([*as_user, *sb_devbox_argv(), "remap", "--no-probe"], env=e)
+    assert one_line(r) == ("devbox: error: cannot read /etc/subuid: permission denied — check its mode "
+                           "(ls -l /etc/subuid) or run with sudo")
+    sb.path("/etc/subuid").chmod(0o644)
+
+    r = sb.run([*as_user, *sb_devbox_argv(), "remap", "--apply"], env=e)
+    assert one_line(r) == ("devbox: error: changing /etc/subuid, /etc/subgid and daemon.json needs root — "
+                           "run: sudo devbox remap --apply --user devbox-tester")
+
+    missing = {**e, "DOCKER_HOST": "unix:///run/devbox-test/no-such.sock"}
+    r = sb.devbox("remap", "--json", env=missing)
+    assert r.returncode == 1
+    assert _findings(r.stdout)["daemon.live"]["evidence"] == [
+        "no Docker daemon socket at /run/devbox-test/no-such.sock — start the engine (sudo systemctl start docker) "
+        "or set DOCKER_HOST"
+    ]
+    sb.start_daemon(d)
+    other = ["setpriv", "--reuid", "devbox-other", "--regid", "devbox-other", "--init-groups", "--"]
+    r = sb.run([*other, *sb_devbox_argv(), "remap", "--json", "--user", USER], env=e)
+    assert r.returncode == 1, r.stderr
+    assert _findings(r.stdout)["daemon.live"]["evidence"] == [
+        f"permission denied on {d.socket} — add your user to the 'docker' group (root-equivalent) and log in again, "
+        "or run with sudo"
+    ]
+
+
+def sb_devbox_argv() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "devbox"]
