@@ -19,8 +19,18 @@ STATE = Path(os.environ.get("DEVBOX_TEST_STATE", "/var/lib/devbox-test"))
 RUN = Path(os.environ.get("DEVBOX_TEST_RUN", "/run/devbox-test"))
 
 
-def _subnet_octet(name: str) -> int:
-    return 100 + int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100
+# One id per test session, so concurrent runs (two developers' shells, CI) never share
+# a daemon, a bridge or a subnet.
+SESSION = os.environ.setdefault("DEVBOX_TEST_SESSION", f"{os.getpid() % 100000}")
+
+
+def _free_subnet() -> str:
+    """The first 172.31.N.1/24 no interface uses."""
+    used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    for n in range(0, 256):
+        if f" 172.31.{n}." not in used:
+            return f"172.31.{n}.1/24"
+    raise RuntimeError("no free 172.31.N.0/24 subnet for a test bridge")
 
 
 class PrivateDaemon:
@@ -45,9 +55,7 @@ class PrivateDaemon:
         self.pidfile = RUN / name / "docker.pid"
         self.log = STATE / name / "dockerd.log"
         self.config_file = config_file or (STATE / name / "daemon.json")
-        self.bridge = f"dbx-{name}"[:15]
-        octet = _subnet_octet(name)
-        self.cidr = f"172.31.{octet}.1/24"
+        self.bridge = "dbx" + hashlib.sha1(name.encode()).hexdigest()[:11]
         self.extra_args = list(extra_args or [])
         self.in_namespace = in_namespace
 
@@ -81,7 +89,7 @@ class PrivateDaemon:
     def ensure_bridge(self) -> None:
         if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
-            subprocess.run(["ip", "addr", "add", self.cidr, "dev", self.bridge], check=True)
+            subprocess.run(["ip", "addr", "add", _free_subnet(), "dev", self.bridge], check=True)
         subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
 
     def write_config(self, config: dict[str, object]) -> None:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .daemon import RUN, PrivateDaemon
+from .daemon import RUN, SESSION, PrivateDaemon
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +91,7 @@ class EtcSandbox:
 
     def daemon(self, name: str, config: dict[str, object] | None = None, extra_args: list[str] | None = None) -> PrivateDaemon:
         """A private dockerd reading the sandbox's /etc/docker/daemon.json, /etc/subuid and /etc/subgid."""
+        name = f"{name}-{SESSION}"
         d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra_args, in_namespace=self.pid)
         d.destroy()
         if config is not None:

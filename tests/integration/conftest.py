@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.daemon import PrivateDaemon
+from harness.daemon import SESSION, PrivateDaemon
 from harness.images import import_base_images
 from harness.sandbox import EtcSandbox
 
@@ -77,7 +77,7 @@ def test_user(sandboxed: None) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def plain_engine(sandboxed: None) -> Iterator[PrivateDaemon]:
     """A private dockerd without remap, with debian:bookworm-slim and debian:trixie-slim."""
-    d = PrivateDaemon("plain")
+    d = PrivateDaemon(f"plain-{SESSION}")
     d.destroy()
     d.write_config({})
     d.start()
@@ -89,7 +89,7 @@ def plain_engine(sandboxed: None) -> Iterator[PrivateDaemon]:
 @pytest.fixture(scope="session")
 def remap_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
     """A private dockerd with ``userns-remap`` for the test user (container root = uid 1500)."""
-    d = PrivateDaemon("remap")
+    d = PrivateDaemon(f"remap-{SESSION}")
     d.destroy()
     d.write_config({"userns-remap": TEST_USER})
     d.start()
