@@ -68,6 +68,96 @@ def remap(
     raise typer.Exit(int(code))
 
 
+# --- the stack (devbox.stack) ------------------------------------------------
+
+
+@app.command()
+def init(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to use (default: ask on a terminal, else 'python')."),
+) -> None:
+    """Write devbox.toml in the current directory."""
+    from pathlib import Path
+
+    from devbox import stack
+
+    raise typer.Exit(int(stack.init(Path.cwd(), profile)))
+
+
+@app.command()
+def up(
+    detach: bool = typer.Option(False, "--detach", "-d", help="Do not attach to the interactive service."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, change nothing."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Run this profile instead of devbox.toml's (not saved)."),
+) -> None:
+    """Converge the stack: build what is missing, (re)create what changed, then attach to the editor."""
+    from devbox import stack
+
+    raise typer.Exit(int(stack.up(profile=profile, detach=detach, dry_run=dry_run)))
+
+
+@app.command()
+def switch(profile: str = typer.Argument(..., help="The profile to switch to (see devbox profiles).")) -> None:
+    """Switch toolchains: save PROFILE in devbox.toml and recreate only the services that change."""
+    from devbox import stack
+
+    raise typer.Exit(int(stack.switch(profile)))
+
+
+@app.command()
+def ps(json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout.")) -> None:
+    """The stack's containers: state, health, toolchain versions, userns mode."""
+    from devbox import stack
+
+    raise typer.Exit(int(stack.ps(json_out=json_out)))
+
+
+@app.command()
+def logs(
+    service: str = typer.Argument(..., help="Service name (editor, runtime, db, ...)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new output."),
+    tail: str = typer.Option("all", "--tail", "-n", help="Number of lines from the end, or 'all'."),
+) -> None:
+    """Print a service's output."""
+    from devbox import stack
+
+    raise typer.Exit(int(stack.logs(service, follow=follow, tail=tail)))
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    service: str = typer.Argument(..., help="Service name."),
+    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
+) -> None:
+    """Run a command in a running service as container root (you, under the remap)."""
+    from devbox import stack
+
+    raise typer.Exit(stack.exec_(service, command))
+
+
+@app.command()
+def shell(service: str = typer.Argument(..., help="Service name.")) -> None:
+    """An interactive shell in a running service."""
+    from devbox import stack
+
+    raise typer.Exit(stack.shell(service))
+
+
+@app.command()
+def down(volumes: bool = typer.Option(False, "--volumes", "-v", help="Also remove the project's named volumes (database data).")) -> None:
+    """Remove the stack's containers and network; volumes are kept unless --volumes."""
+    from devbox import stack
+
+    raise typer.Exit(int(stack.down(volumes=volumes)))
+
+
+@app.command()
+def profiles(json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout.")) -> None:
+    """The profiles this project can run, with their toolchains."""
+    from devbox import stack
+
+    raise typer.Exit(int(stack.profiles(json_out=json_out)))
+
+
 # --- the error boundary -----------------------------------------------------
 
 

@@ -89,3 +89,90 @@ def escape(text: str) -> str:
     from rich.markup import escape as _escape
 
     return _escape(text)
+
+
+# --- the stack (devbox.stack): raw streams, build progress, choices ------------------
+
+
+def raw(data: bytes, err: bool = False) -> None:
+    """Pass bytes through untouched (container logs and exec output, an attached terminal)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.buffer.write(data)
+    stream.flush()
+
+
+def choose(question: str, choices: Sequence[str], default: str) -> str:
+    """Pick one of ``choices`` on the terminal; no TTY means ``default`` without asking."""
+    if not sys.stdin.isatty():
+        return default
+    for i, c in enumerate(choices, 1):
+        stderr.print(f"  {i}) {escape(c)}" + (" [dim](default)[/]" if c == default else ""))
+    while True:
+        answer = stderr.input(f"{escape(question)} [{escape(default)}] ").strip()
+        if not answer:
+            return default
+        if answer.isdigit() and 1 <= int(answer) <= len(choices):
+            return choices[int(answer) - 1]
+        if answer in choices:
+            return answer
+        stderr.print(f"[yellow]pick a number 1-{len(choices)} or a name[/]")
+
+
+class BuildProgress:
+    """Image builds: a live bar per image on a terminal, one line per build step otherwise.
+
+    Thread-safe: the executor builds several images at once.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._lock = threading.Lock()
+        self._live = stderr.is_terminal
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.fields[ref]}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("[dim]{task.description}"), console=stderr, transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> BuildProgress:
+        if self._live:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live:
+            self._progress.stop()
+
+    def start(self, ref: str) -> None:
+        with self._lock:
+            if self._live:
+                self._tasks[ref] = self._progress.add_task("starting", ref=ref, total=None)
+            else:
+                info(f"building {ref}")
+
+    def step(self, ref: str, number: int, total: int, text: str) -> None:
+        with self._lock:
+            if self._live:
+                self._progress.update(self._tasks[ref], completed=number - 1, total=total, description=text[:60])
+            else:
+                info(f"  {ref}: step {number}/{total}: {text}")
+
+    def done(self, ref: str, seconds: float) -> None:
+        with self._lock:
+            if self._live:
+                task = self._tasks[ref]
+                total = self._progress.tasks[task].total or 1
+                self._progress.update(task, completed=total, total=total, description=f"built in {seconds:.0f}s")
+            else:
+                info(f"built {ref} in {seconds:.1f}s")
+
+    def failed(self, ref: str, step: str, tail: Sequence[str]) -> None:
+        with self._lock:
+            if self._live:
+                self._progress.update(self._tasks[ref], description="[red]failed")
+            stderr.print(f"[red]build of {escape(ref)} failed at {escape(step)}[/]; last lines of its log:")
+            for line in tail:
+                stderr.print(f"  {escape(line)}", style="dim")

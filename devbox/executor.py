@@ -1,0 +1,388 @@
+"""Carry out a :class:`~devbox.plan.Plan` through the Docker SDK.  No decisions are made here.
+
+Order (the plan's): orphans, network, volumes, images (built in parallel),
+then every service operation in its own thread; a service first waits until
+the services it ``depends_on`` reached their condition (``started`` or
+``healthy``), so independent services start together and dependents wait.
+
+Every engine error comes back as a one-line :class:`~devbox.errors.DevboxError`.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from devbox import console
+from devbox.engine import call
+from devbox.errors import DevboxError, EngineError
+from devbox.model import LABEL_PROJECT, LABEL_VOLUME, Build, DependsOn, Service, Stack
+from devbox.plan import Action, Operation, Plan
+
+if TYPE_CHECKING:
+    import docker
+
+DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+STOP_TIMEOUT = 10
+BUILD_WORKERS = 3
+LOG_TAIL = 15
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+class BuildError(DevboxError):
+    """An image build failed; the message names the failing step."""
+
+
+def ca_bundle() -> Path | None:
+    """The host CA bundle copied into ``certs/`` of build contexts that have one (images/README.md)."""
+    path = Path(os.environ.get("DEVBOX_CA_BUNDLE", DEFAULT_CA_BUNDLE))
+    return path if path.is_file() else None
+
+
+@dataclasses.dataclass
+class Report:
+    """What was done, for the summary and for tests."""
+
+    done: list[str] = dataclasses.field(default_factory=list)
+    containers: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> container id
+    seconds: float = 0.0
+
+    def add(self, line: str) -> None:
+        self.done.append(line)
+        console.info(line)
+
+
+def execute(client: docker.DockerClient, plan: Plan) -> Report:
+    started = time.monotonic()
+    report = Report()
+    prepare = plan.prepare
+    for op in prepare:
+        if op.action is Action.REMOVE_ORPHAN:
+            _remove_container(client, op, report)
+        elif op.action is Action.CREATE_NETWORK:
+            call(lambda: client.api.create_network(op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project}))
+            report.add(f"network {op.name}: created")
+        elif op.action is Action.CREATE_VOLUME:
+            call(lambda: client.api.create_volume(op.name, labels={LABEL_PROJECT: plan.stack.project, LABEL_VOLUME: op.name}))
+            report.add(f"volume {op.name}: created")
+        elif op.action is Action.REMOVE_NETWORK:
+            _remove_network(client, op.name)
+            report.add(f"network {op.name}: removed")
+        elif op.action is Action.REMOVE_VOLUME:
+            call(lambda: client.api.remove_volume(op.name, force=True))
+            report.add(f"volume {op.name}: removed")
+    images = [op for op in prepare if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)]
+    if images:
+        _images(client, images, report)
+    services = [op for group in plan.levels for op in group]
+    if services:
+        _services(client, plan.stack, services, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --- images -----------------------------------------------------------------------
+
+
+def _images(client: docker.DockerClient, ops: list[Operation], report: Report) -> None:
+    with console.BuildProgress() as progress, concurrent.futures.ThreadPoolExecutor(BUILD_WORKERS) as pool:
+        futures = [pool.submit(_build if op.build else _pull, client, op, progress) for op in ops]
+        errors = []
+        for fut in futures:
+            try:
+                report.add(fut.result())
+            except DevboxError as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _pull(client: docker.DockerClient, op: Operation, progress: console.BuildProgress) -> str:
+    started = time.monotonic()
+    progress.start(op.name)
+    repo, _, tag = op.name.rpartition(":") if ":" in op.name.rsplit("/", 1)[-1] else (op.name, "", "latest")
+    call(lambda: client.api.pull(repo, tag=tag))
+    progress.done(op.name, time.monotonic() - started)
+    return f"image {op.name}: pulled"
+
+
+def build_context(build: Build, into: Path, bundle: Path | None) -> Path:
+    """A copy of the context; a ``certs/`` directory in it receives the host CA bundle."""
+    ctx = into / "context"
+    shutil.copytree(build.context_dir, ctx, symlinks=True)
+    if bundle is not None and (ctx / "certs").is_dir():
+        shutil.copyfile(bundle, ctx / "certs" / "host-ca.crt")
+    return ctx
+
+
+def _build(client: docker.DockerClient, op: Operation, progress: console.BuildProgress) -> str:
+    assert op.build is not None
+    started = time.monotonic()
+    progress.start(op.name)
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+    step = "the start"
+    with tempfile.TemporaryDirectory(prefix="devbox-build-") as tmp:
+        ctx = build_context(op.build, Path(tmp), ca_bundle())
+        stream = call(
+            lambda: client.api.build(
+                path=str(ctx), tag=op.name, buildargs=op.build.args_dict if op.build else {},
+                dockerfile=op.build.dockerfile if op.build else "Dockerfile", rm=True, forcerm=True, decode=True,
+            )
+        )
+        error = None
+
+        def consume() -> None:
+            nonlocal step, error
+            for chunk in stream:
+                text = chunk.get("stream")
+                if text:
+                    for line in text.rstrip("\n").splitlines():
+                        m = _STEP_RE.match(line)
+                        if m:
+                            step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:80]})"
+                            tail.clear()
+                            progress.step(op.name, int(m.group(1)), int(m.group(2)), m.group(3))
+                        elif line.strip():
+                            tail.append(line)
+                if "error" in chunk:
+                    error = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
+
+        call(consume)
+    if error is not None:
+        progress.failed(op.name, step, list(tail))
+        last = error.splitlines()[-1] if error else "unknown error"
+        raise BuildError(f"building {op.name} failed at {step}: {last}", hint=f"fix images/{op.build.context}/{op.build.dockerfile}")
+    progress.done(op.name, time.monotonic() - started)
+    return f"image {op.name}: built in {time.monotonic() - started:.1f}s"
+
+
+# --- containers -------------------------------------------------------------------
+
+
+def _remove_container(client: docker.DockerClient, op: Operation, report: Report) -> None:
+    assert op.container_id is not None
+    remove_container(client, op.container_id)
+    report.add(f"container {op.name}: removed ({op.cause})")
+
+
+def remove_container(client: docker.DockerClient, container_id: str) -> None:
+    import docker.errors
+
+    try:
+        client.api.stop(container_id, timeout=STOP_TIMEOUT)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError:
+        pass  # already stopped, or dead: removal below forces it
+    try:
+        client.api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise EngineError(f"cannot remove container {container_id[:12]}: {exc.explanation}") from None
+
+
+def _remove_network(client: docker.DockerClient, name: str) -> None:
+    import docker.errors
+
+    try:
+        client.api.remove_network(name)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise EngineError(f"cannot remove network {name}: {exc.explanation}") from None
+
+
+def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
+    """The create-container request for ``svc`` (everything the config hash covers, nothing more)."""
+    from docker.types import Mount as DockerMount
+
+    mounts = [DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in svc.mounts]
+    port_bindings: dict[str, list[tuple[str, int]]] = {}
+    for p in svc.ports:
+        port_bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port))
+    network = svc.network_mode or stack.network
+    host_config = client.api.create_host_config(
+        mounts=mounts,
+        port_bindings=port_bindings or None,
+        network_mode=network,
+        userns_mode=svc.userns_mode,
+        pid_mode=svc.pid_mode,
+        init=True,  # a PID 1 that forwards SIGTERM: `sleep infinity` and vim stop at once
+    )
+    networking = None
+    if svc.network_mode is None:
+        networking = client.api.create_networking_config(
+            {stack.network: client.api.create_endpoint_config(aliases=[svc.name])}
+        )
+    health = None
+    if svc.healthcheck is not None:
+        h = svc.healthcheck
+        health = {
+            "test": list(h.test),
+            "interval": int(h.interval_s * 1e9),
+            "timeout": int(h.timeout_s * 1e9),
+            "retries": h.retries,
+            "start_period": int(h.start_period_s * 1e9),
+        }
+    return dict(
+        image=svc.image,
+        command=list(svc.command) if svc.command is not None else None,
+        entrypoint=list(svc.entrypoint) if svc.entrypoint is not None else None,
+        name=stack.container_name(svc.name),
+        hostname=svc.name if svc.network_mode is None else None,
+        labels=stack.labels(svc, config_hash),
+        environment=svc.env_dict,
+        working_dir=svc.working_dir,
+        user=svc.user,
+        healthcheck=health,
+        ports=[(p.container_port, p.protocol) for p in svc.ports] or None,
+        tty=svc.interactive,
+        stdin_open=svc.interactive,
+        host_config=host_config,
+        networking_config=networking,
+    )
+
+
+class _Gate:
+    """Per service: set once its own operation finished (or failed)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.container_id: str | None = None
+        self.error: str | None = None
+
+
+def _services(client: docker.DockerClient, stack: Stack, ops: list[Operation], report: Report) -> None:
+    gates = {op.name: _Gate() for op in ops}
+    lock = threading.Lock()
+
+    def run(op: Operation) -> None:
+        gate = gates[op.name]
+        try:
+            for dep in op.wait_for:
+                _wait_for(client, stack, dep, gates.get(dep.service), op.name)
+            cid = _service_op(client, stack, op)
+            gate.container_id = cid
+            with lock:
+                report.containers[op.name] = cid
+                if op.action is not Action.LEAVE:
+                    report.add(f"service {op.name}: {_DONE[op.action]} ({op.cause})")
+        except DevboxError as exc:
+            gate.error = exc.one_line()
+            raise
+        finally:
+            gate.event.set()
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(ops))) as pool:
+        futures = [pool.submit(run, op) for op in ops]
+        errors: list[DevboxError] = []
+        for fut in futures:
+            try:
+                fut.result()
+            except DevboxError as exc:
+                errors.append(exc)
+    if errors:
+        # the root cause, not the "dependency failed" it caused downstream
+        errors.sort(key=lambda e: isinstance(e, _DependencyFailed))
+        raise errors[0]
+
+
+_DONE = {
+    Action.CREATE: "created and started",
+    Action.RECREATE: "recreated",
+    Action.START: "started",
+    Action.REMOVE_ORPHAN: "removed",
+}
+
+
+class _DependencyFailed(DevboxError):
+    pass
+
+
+def _service_op(client: docker.DockerClient, stack: Stack, op: Operation) -> str:
+    if op.action is Action.REMOVE_ORPHAN:
+        assert op.container_id is not None
+        remove_container(client, op.container_id)
+        return op.container_id
+    if op.action is Action.LEAVE:
+        assert op.container_id is not None
+        return op.container_id
+    if op.action is Action.START:
+        assert op.container_id is not None
+        cid = op.container_id
+        call(lambda: client.api.start(cid))
+        return cid
+    assert op.service is not None and op.config_hash is not None
+    if op.action is Action.RECREATE and op.container_id is not None:
+        remove_container(client, op.container_id)
+    args = create_args(client, stack, op.service, op.config_hash)
+    created: dict[str, Any] = call(lambda: client.api.create_container(**args))
+    cid = str(created["Id"])
+    call(lambda: client.api.start(cid))
+    return cid
+
+
+def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str) -> None:
+    """Block until ``dep.service`` reached ``dep.condition``; fail with its log tail when it cannot."""
+    if gate is not None:
+        gate.event.wait()
+        if gate.error is not None:
+            raise _DependencyFailed(f"service {waiter} not started: its dependency {dep.service} failed")
+    name = stack.container_name(dep.service)
+    svc = stack.service(dep.service)
+    limit = 120.0
+    if svc.healthcheck is not None:
+        h = svc.healthcheck
+        limit = h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 10
+    deadline = time.monotonic() + limit
+    while True:
+        state = call(lambda: client.api.inspect_container(gate.container_id if gate and gate.container_id else name))["State"]
+        status = state.get("Status")
+        health = (state.get("Health") or {}).get("Status")
+        if status in ("exited", "dead"):
+            raise DevboxError(
+                f"service {dep.service} exited with code {state.get('ExitCode')} before {waiter} could start: "
+                + _last_log_line(client, name),
+                hint=f"see devbox logs {dep.service}",
+            )
+        if dep.condition == "started" and status == "running":
+            return
+        if dep.condition == "healthy":
+            if health == "healthy":
+                return
+            if health == "unhealthy":
+                raise DevboxError(f"service {dep.service} is unhealthy: {_last_log_line(client, name)}", hint=f"see devbox logs {dep.service}")
+        if time.monotonic() > deadline:
+            raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s", hint=f"see devbox logs {dep.service}")
+        time.sleep(0.1)
+
+
+def _last_log_line(client: docker.DockerClient, name: str) -> str:
+    try:
+        raw: bytes = client.api.logs(name, tail=3)
+    except Exception:  # noqa: BLE001 - only decorating an error message
+        return "(no log)"
+    lines = [ln for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def wait_running(client: docker.DockerClient, container_id: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if call(lambda: client.api.inspect_container(container_id))["State"].get("Status") == "running":
+            return
+        time.sleep(0.05)
+
+
+Progress = Callable[[str], None]

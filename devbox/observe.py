@@ -1,0 +1,145 @@
+"""Read-only Docker queries -> the plain :mod:`devbox.model` ``Observed*`` dataclasses.
+
+Everything is found by the ``devbox.project`` label (never by name), with the
+list endpoints, so a no-op ``up`` costs three list calls and one image inspect
+per distinct image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import tarfile
+from typing import TYPE_CHECKING, Any, Iterable
+
+from devbox.engine import call, translate
+from devbox.model import (
+    LABEL_CONFIG_HASH,
+    LABEL_PROFILE,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_TOOLCHAIN,
+    Observed,
+    ObservedContainer,
+    ObservedImage,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+_HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _health(status_text: str) -> str | None:
+    """The health in the list endpoint's human ``Status`` ("Up 3 seconds (healthy)")."""
+    m = _HEALTH_RE.search(status_text or "")
+    if not m:
+        return None
+    return "starting" if m.group(1) == "health: starting" else m.group(1)
+
+
+def container_from_list(raw: dict[str, Any]) -> ObservedContainer:
+    labels = raw.get("Labels") or {}
+    names = raw.get("Names") or [""]
+    return ObservedContainer(
+        id=raw["Id"],
+        name=names[0].lstrip("/"),
+        project=labels.get(LABEL_PROJECT, ""),
+        service=labels.get(LABEL_SERVICE, ""),
+        profile=labels.get(LABEL_PROFILE, ""),
+        config_hash=labels.get(LABEL_CONFIG_HASH, ""),
+        image_id=raw.get("ImageID", ""),
+        status=raw.get("State", ""),
+        health=_health(raw.get("Status", "")),
+    )
+
+
+def containers(client: docker.DockerClient, project: str) -> tuple[ObservedContainer, ...]:
+    raw = call(lambda: client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}))
+    return tuple(sorted((container_from_list(c) for c in raw), key=lambda c: (c.service, c.name)))
+
+
+def networks(client: docker.DockerClient, project: str) -> frozenset[str]:
+    raw = call(lambda: client.api.networks(filters={"label": f"{LABEL_PROJECT}={project}"}))
+    return frozenset(n["Name"] for n in raw)
+
+
+def volumes(client: docker.DockerClient, project: str) -> frozenset[str]:
+    raw = call(lambda: client.api.volumes(filters={"label": f"{LABEL_PROJECT}={project}"}))
+    return frozenset(v["Name"] for v in (raw.get("Volumes") or []))
+
+
+def image(client: docker.DockerClient, ref: str) -> ObservedImage | None:
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        raw = client.api.inspect_image(ref)
+    except docker.errors.NotFound:
+        return None
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise translate(exc) from None
+    labels = (raw.get("Config") or {}).get("Labels") or {}
+    return ObservedImage(ref=ref, id=raw["Id"], toolchain=labels.get(LABEL_TOOLCHAIN))
+
+
+def observe(client: docker.DockerClient, project: str, image_refs: Iterable[str] = ()) -> Observed:
+    """Everything carrying ``devbox.project=project``, plus the images named by ``image_refs`` that exist."""
+    found = tuple(i for i in (image(client, ref) for ref in dict.fromkeys(image_refs)) if i is not None)
+    return Observed(
+        containers=containers(client, project),
+        networks=networks(client, project),
+        volumes=volumes(client, project),
+        images=found,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerDetail:
+    """What ``ps`` shows beyond :class:`ObservedContainer` (one inspect per container)."""
+
+    userns_mode: str
+    ports: tuple[str, ...]
+    image_ref: str
+    toolchain: str | None  # the image label, e.g. "python 3.11"
+    exact: str | None  # /etc/devbox-toolchain inside the container, e.g. "Python 3.11.2"
+    exit_code: int | None
+    started_at: str
+
+
+def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
+    raw = call(lambda: client.api.inspect_container(container_id))
+    host_config = raw.get("HostConfig") or {}
+    cfg = raw.get("Config") or {}
+    state = raw.get("State") or {}
+    ports: list[str] = []
+    for cport, binds in sorted(((raw.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+        for b in binds or []:
+            ports.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{cport}")
+    image_ref = cfg.get("Image", "")
+    img = image(client, image_ref) if image_ref else None
+    return ContainerDetail(
+        userns_mode=host_config.get("UsernsMode") or "",
+        ports=tuple(ports),
+        image_ref=image_ref,
+        toolchain=img.toolchain if img else None,
+        exact=toolchain_file(client, container_id),
+        exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
+        started_at=state.get("StartedAt", ""),
+    )
+
+
+def toolchain_file(client: docker.DockerClient, container_id: str) -> str | None:
+    """``/etc/devbox-toolchain`` (written by images/*/Dockerfile), read without starting anything."""
+    import docker.errors
+
+    try:
+        stream, _ = client.api.get_archive(container_id, "/etc/devbox-toolchain")
+        data = b"".join(stream)
+    except docker.errors.APIError:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        fh = tar.extractfile(member) if member else None
+        return fh.read().decode(errors="replace").strip() if fh else None
