@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-stdout = Console(highlight=False, soft_wrap=False)
+stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
@@ -40,6 +40,11 @@ def info(line: str) -> None:
 
 def say(line: str, style: str | None = None) -> None:
     stdout.print(escape(line), style=style)
+
+
+def leak(line: str) -> None:
+    """One ownership-leak line or burst summary from the watcher (data: stdout)."""
+    stdout.print(escape(line), style="yellow")
 
 
 def status_line(status: str, title: str, detail: str = "") -> None:

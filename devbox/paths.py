@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 
@@ -66,6 +67,18 @@ class Paths:
     def error_log(self) -> Path:
         return self.user_state / "error.log"
 
+    # The background watcher's files, per project (contract shared by devbox.watch,
+    # `devbox up`/`down` and devbox.doctor): the pidfile holds the watcher's PID as
+    # decimal text; the records are devbox.leaks' JSON-lines file.
+    def watcher_pidfile(self, project: str) -> Path:
+        return self.user_state / "watch" / f"{project}.pid"
+
+    def watcher_log(self, project: str) -> Path:
+        return self.user_state / "watch" / f"{project}.log"
+
+    def leak_records(self, project: str) -> Path:
+        return self.user_state / "watch" / f"{project}.leaks.jsonl"
+
 
 def project_root(start: Path | None = None) -> Path | None:
     """The nearest directory at or above ``start`` holding a ``devbox.toml``."""
@@ -76,16 +89,20 @@ def project_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def shipped_profiles() -> Path:
-    """``profiles/`` shipped beside the package (source checkout or installed data)."""
-    override = os.environ.get("DEVBOX_PROFILES_DIR")
+def _shipped(kind: str, env: str) -> Path:
+    """``profiles/`` or ``images/``: env override, source checkout, else the wheel's share/devbox/."""
+    override = os.environ.get(env)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "profiles"
+    checkout = Path(__file__).resolve().parent.parent / kind
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "devbox" / kind
+
+
+def shipped_profiles() -> Path:
+    return _shipped("profiles", "DEVBOX_PROFILES_DIR")
 
 
 def shipped_images() -> Path:
-    override = os.environ.get("DEVBOX_IMAGES_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent.parent / "images"
+    return _shipped("images", "DEVBOX_IMAGES_DIR")
