@@ -158,6 +158,24 @@ def profiles(json_out: bool = typer.Option(False, "--json", help="Machine-readab
     raise typer.Exit(int(stack.profiles(json_out=json_out)))
 
 
+# --- doctor (devbox.doctor) ------------------------------------------------
+
+
+@app.command()
+def doctor(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout (schema devbox.doctor/1)."),
+    fix: bool = typer.Option(False, "--fix", help="Apply the safe, reversible remap fixes (as remap --apply), then check again."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the evidence for every check."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Target user (default: SUDO_USER, then you)."),
+    restart_cmd: Optional[str] = typer.Option(None, "--restart-cmd", help="With --fix: how to restart dockerd (default: systemctl, else service)."),
+) -> None:
+    """Diagnose every ownership problem: engine, kernel, subuid/subgid, daemon, probe, project, watcher."""
+    from devbox import doctor as doctor_mod
+
+    code = doctor_mod.doctor_command(user=user, json_out=json_out, fix=fix, verbose=verbose, restart_cmd=restart_cmd)
+    raise typer.Exit(int(code))
+
+
 # --- the error boundary -----------------------------------------------------
 
 
