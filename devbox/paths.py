@@ -79,18 +79,6 @@ class Paths:
     def leak_records(self, project: str) -> Path:
         return self.user_state / "watch" / f"{project}.leaks.jsonl"
 
-    # The background watcher's files, per project (contract shared by devbox.watch,
-    # `devbox up`/`down` and devbox.doctor): the pidfile holds the watcher's PID as
-    # decimal text; the records are devbox.leaks' JSON-lines file.
-    def watcher_pidfile(self, project: str) -> Path:
-        return self.user_state / "watch" / f"{project}.pid"
-
-    def watcher_log(self, project: str) -> Path:
-        return self.user_state / "watch" / f"{project}.log"
-
-    def leak_records(self, project: str) -> Path:
-        return self.user_state / "watch" / f"{project}.leaks.jsonl"
-
 
 def project_root(start: Path | None = None) -> Path | None:
     """The nearest directory at or above ``start`` holding a ``devbox.toml``."""
