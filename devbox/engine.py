@@ -16,6 +16,8 @@ from devbox.errors import EngineError
 if TYPE_CHECKING:
     import docker
 
+    from devbox.dockerapi import Api
+
 T = TypeVar("T")
 
 
@@ -74,15 +76,44 @@ def connect(timeout: int = 120) -> docker.DockerClient:
     return client
 
 
-def wait_until_up(timeout: float, interval: float = 0.25) -> docker.DockerClient | None:
-    """Poll until the daemon answers, or ``None`` after ``timeout`` seconds."""
+def fast_api(timeout: float = 60) -> Api:
+    """The stdlib client (:mod:`devbox.dockerapi`) for a local unix-socket engine, pinged."""
+    from devbox.dockerapi import Api
+
+    host = describe_host()
+    sock = _socket_path(host)
+    if sock is None:
+        raise EngineError(
+            f"DOCKER_HOST={host} is not a local unix socket: a remote engine cannot bind-mount this host's files",
+            hint="run devbox on the engine's host, or point DOCKER_HOST at a local socket",
+        )
+    api = Api(sock, timeout)
+    fast_call(api.ping, host)
+    return api
+
+
+def fast_call(fn: Callable[[], T], host: str | None = None) -> T:
+    """Run one :class:`~devbox.dockerapi.Api` call, translating its errors."""
+    from devbox.dockerapi import ApiError
+
+    try:
+        return fn()
+    except ApiError as exc:
+        raise EngineError(f"Docker engine error: {exc.explanation}") from None
+    except OSError as exc:
+        raise translate(exc, host) from None
+
+
+def wait_until_up(timeout: float, interval: float = 0.25) -> bool:
+    """Poll until the daemon answers; ``False`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return connect(timeout=10)
+            fast_api(timeout=10).close()
+            return True
         except EngineError:
             if time.monotonic() >= deadline:
-                return None
+                return False
             time.sleep(interval)
 
 
@@ -110,9 +141,13 @@ class EngineInfo:
         return None
 
 
-def info(client: docker.DockerClient) -> EngineInfo:
-    raw: dict[str, Any] = call(client.info)
-    version: dict[str, Any] = call(client.version)
+def info(api: Api | docker.DockerClient) -> EngineInfo:
+    """Engine facts from the fast client or an SDK client (both answer info() and version())."""
+    from devbox.dockerapi import Api
+
+    run = fast_call if isinstance(api, Api) else call
+    raw: dict[str, Any] = run(api.info)
+    version: dict[str, Any] = run(api.version)
     opts = tuple(raw.get("SecurityOptions") or ())
     return EngineInfo(
         host=describe_host(),

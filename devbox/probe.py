@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox.engine import call
-from devbox.errors import EngineError
+from devbox.engine import fast_call
 from devbox.idmap import IdMap, parse_proc_map
 
 if TYPE_CHECKING:
-    import docker
+    from devbox.dockerapi import Api
 
 PROBE_REPO = "devbox/probe"
 PROBE_LABEL = "devbox.probe"
@@ -108,21 +107,17 @@ def image_tar() -> bytes:
     return buf.getvalue()
 
 
-def ensure_image(client: docker.DockerClient) -> str:
-    """The probe image's reference, importing it when the daemon lacks it."""
-    import docker.errors
+def _image_ref(data: bytes) -> str:
+    return f"{PROBE_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
 
+
+def ensure_image(api: Api) -> str:
+    """The probe image's reference, importing it when the daemon lacks it."""
     data = image_tar()
-    ref = f"{PROBE_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
-    try:
-        client.images.get(ref)
-        return ref
-    except docker.errors.ImageNotFound:
-        pass
-    except docker.errors.APIError as exc:
-        raise EngineError(f"cannot look up the probe image: {exc.explanation}") from None
-    repo, tag = ref.split(":")
-    call(lambda: client.api.import_image_from_data(data, repository=repo, tag=tag))
+    ref = _image_ref(data)
+    if not fast_call(lambda: api.image_exists(ref)):
+        repo, tag = ref.split(":")
+        fast_call(lambda: api.import_image(data, repo, tag))
     return ref
 
 
@@ -142,53 +137,66 @@ def _owner_of_process(pid: int) -> tuple[int | None, int | None]:
     return uid, gid
 
 
-def run(client: docker.DockerClient, owner: tuple[int, int] | None = None, timeout: float = 20) -> ProbeResult:
+def _failed(started: float, why: str) -> ProbeResult:
+    return ProbeResult(None, None, None, None, None, None, time.monotonic() - started, f"probe did not report: {why}")
+
+
+def run(api: Api | object, owner: tuple[int, int] | None = None, timeout: float = 20) -> ProbeResult:
     """Run the probe once.  ``owner`` is who the temporary directory should belong to
-    (the target user, when devbox runs as root); container root must be able to write there."""
+    (the target user, when devbox runs as root); container root must be able to write there.
+
+    ``api`` is the fast client; an SDK client is accepted and swapped for one (same engine)."""
+    from devbox.dockerapi import Api as _Api
+    from devbox.engine import fast_api
+
+    if not isinstance(api, _Api):
+        api = fast_api()
     started = time.monotonic()
-    image = ensure_image(client)
+    image = ensure_image(api)
     workdir = tempfile.mkdtemp(prefix="devbox-probe-")
     container = None
     try:
         if owner is not None and os.geteuid() == 0:
             os.chown(workdir, *owner)
         os.chmod(workdir, 0o755)
-        container = call(
-            lambda: client.containers.create(
-                image,
-                ["/bin/sh", "-c", SCRIPT],
-                volumes={workdir: {"bind": "/probe", "mode": "rw"}},
-                labels={PROBE_LABEL: "1"},
-                stdin_open=True,
-                network_disabled=True,
-            )
-        )
-        call(container.start)
+        spec = {
+            "Image": image,
+            "Cmd": ["/bin/sh", "-c", SCRIPT],
+            "OpenStdin": True,
+            "NetworkDisabled": True,
+            "Labels": {PROBE_LABEL: "1"},
+            "HostConfig": {"Binds": [f"{workdir}:/probe:rw"], "NetworkMode": "none"},
+        }
+        container = fast_call(lambda: api.create_container(spec))
+        cid = container
+        fast_call(lambda: api.start(cid))
         ready = Path(workdir, "ready")
         deadline = time.monotonic() + timeout
+        delay = 0.002
         while not ready.exists():
             if time.monotonic() > deadline:
-                container.reload()
-                state = container.attrs.get("State", {})
-                logs = container.logs(tail=5).decode(errors="replace").strip()
-                why = (
-                    f"container exited with {state.get('ExitCode')}: {logs or 'no output'}"
-                    if state.get("Status") == "exited"
-                    else "the bind-mounted directory stayed empty (a remote or VM engine that cannot see this host's files?)"
-                )
-                return ProbeResult(None, None, None, None, None, None, time.monotonic() - started, f"probe did not report: {why}")
-            time.sleep(0.005)
-        container.reload()
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+                state = fast_call(lambda: api.inspect_container(cid)).get("State", {})
+                if state.get("Status") == "exited":
+                    logs = api.logs(cid).strip()
+                    return _failed(started, f"container exited with {state.get('ExitCode')}: {logs or 'no output'}")
+                return _failed(started, "the bind-mounted directory stayed empty "
+                                        "(an engine in a VM that cannot see this host's files?)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        state = fast_call(lambda: api.inspect_container(cid)).get("State", {})
+        pid = int(state.get("Pid") or 0)
         proc_uid, proc_gid = _owner_of_process(pid) if pid else (None, None)
         st = os.lstat(os.path.join(workdir, "created"))
-        uid_map = parse_proc_map(Path(workdir, "uid_map").read_text())
-        gid_map = parse_proc_map(Path(workdir, "gid_map").read_text())
+        try:
+            uid_map = parse_proc_map(Path(workdir, "uid_map").read_text())
+            gid_map = parse_proc_map(Path(workdir, "gid_map").read_text())
+        except ValueError as exc:
+            return _failed(started, f"unreadable id map from the container: {exc}")
         return ProbeResult(st.st_uid, st.st_gid, proc_uid, proc_gid, uid_map, gid_map, time.monotonic() - started)
     finally:
         if container is not None:
             try:
-                container.remove(force=True)
+                api.remove_container(container, force=True)
             except Exception:  # noqa: BLE001 - cleanup must not mask the result
                 pass
         shutil.rmtree(workdir, ignore_errors=True)

@@ -108,13 +108,13 @@ def observe(paths: Paths, user: User, *, engine: bool = True, probe: bool = True
         from devbox import engine as engine_mod
 
         try:
-            client = engine_mod.connect()
-            info = engine_mod.info(client)
+            api = engine_mod.fast_api()
+            info = engine_mod.info(api)
             if probe:
                 from devbox import probe as probe_mod
 
                 try:
-                    probe_result = probe_mod.run(client, owner=(user.uid, user.gid))
+                    probe_result = probe_mod.run(api, owner=(user.uid, user.gid))
                     probe_error = probe_result.error
                 except DevboxError as exc:
                     probe_error = exc.one_line()
@@ -607,8 +607,7 @@ def _wait_and_verify(paths: Paths, user: User, verify_remap: bool, timeout: floa
     """Wait for the daemon, then (optionally) prove the remap.  The failure, or None."""
     from devbox import engine as engine_mod
 
-    client = engine_mod.wait_until_up(timeout)
-    if client is None:
+    if not engine_mod.wait_until_up(timeout):
         return f"dockerd did not come back within {timeout:.0f}s"
     if not verify_remap:
         return None
@@ -931,7 +930,7 @@ def _execute_revert(paths: Paths, writes: tuple[FileChange, ...], removals: list
     if failure is None:
         from devbox import engine as engine_mod
 
-        if engine_mod.wait_until_up(60) is None:
+        if not engine_mod.wait_until_up(60):
             failure = "dockerd did not come back within 60s"
     if failure is None:
         return stamp

@@ -1,0 +1,138 @@
+"""A minimal Engine API client over a unix socket, for the fast path.
+
+``devbox remap`` (and ``devbox up``'s remap fast-check) make a handful of calls:
+ping, info, version, inspect/import an image, create/start/inspect/remove one
+container.  Importing the Docker SDK (requests, urllib3, …) costs about as much
+as the whole probe, so those calls go straight to dockerd's socket with the
+standard library.  Everything else uses the SDK through :mod:`devbox.engine`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.parse
+from typing import Any
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.explanation = message
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Api:
+    """One keep-alive connection to dockerd's unix socket."""
+
+    def __init__(self, socket_path: str, timeout: float = 60) -> None:
+        self.socket_path = socket_path
+        self._conn = _UnixConnection(socket_path, timeout)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def request(
+        self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
+        data: bytes | None = None, content_type: str = "application/json",
+    ) -> tuple[int, bytes]:
+        url = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = {}
+        payload = data
+        if body is not None:
+            payload = json.dumps(body).encode()
+        if payload is not None:
+            headers["Content-Type"] = content_type
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, url, body=payload, headers=headers)
+                resp = self._conn.getresponse()
+                return resp.status, resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # a kept-alive connection the daemon closed: reconnect once
+                self._conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        status, raw = self.request(method, path, **kw)
+        if status >= 400:
+            try:
+                message = json.loads(raw).get("message", raw.decode(errors="replace"))
+            except ValueError:
+                message = raw.decode(errors="replace").strip()
+            raise ApiError(status, message)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+
+    # --- the calls devbox's fast path makes ----------------------------------
+
+    def ping(self) -> bool:
+        return self.request("GET", "/_ping")[0] == 200
+
+    def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/info")
+        return result
+
+    def version(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/version")
+        return result
+
+    def image_exists(self, ref: str) -> bool:
+        status, _ = self.request("GET", f"/images/{urllib.parse.quote(ref, safe='')}/json")
+        return status == 200
+
+    def import_image(self, data: bytes, repository: str, tag: str) -> None:
+        # the import streams JSON progress; an error arrives as {"error": ...} with status 200
+        status, raw = self.request("POST", "/images/create", query={"fromSrc": "-", "repo": repository, "tag": tag},
+                                   data=data, content_type="application/x-tar")
+        text = raw.decode(errors="replace")
+        if status >= 400 or '"error"' in text:
+            raise ApiError(status, text.strip()[-300:])
+
+    def create_container(self, spec: dict[str, Any]) -> str:
+        result = self.call("POST", "/containers/create", body=spec)
+        return str(result["Id"])
+
+    def start(self, container_id: str) -> None:
+        self.call("POST", f"/containers/{container_id}/start")
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/containers/{container_id}/json")
+        return result
+
+    def logs(self, container_id: str, tail: int = 5) -> str:
+        _, raw = self.request("GET", f"/containers/{container_id}/logs",
+                              query={"stdout": "1", "stderr": "1", "tail": str(tail)})
+        # multiplexed stream: 8-byte frame headers before each chunk
+        out, i = [], 0
+        while i + 8 <= len(raw):
+            size = int.from_bytes(raw[i + 4 : i + 8], "big")
+            out.append(raw[i + 8 : i + 8 + size])
+            i += 8 + size
+        return b"".join(out).decode(errors="replace")
+
+    def remove_container(self, container_id: str, force: bool = True) -> None:
+        self.call("DELETE", f"/containers/{container_id}", query={"force": "1" if force else "0", "v": "1"})
