@@ -274,6 +274,8 @@ def _running_container(client: docker.DockerClient, project: Project, service: s
 
 def exec_(service: str, command: Sequence[str], *, start: Path | None = None, tty: bool | None = None) -> int:
     """Run ``command`` in the service's container as container root (the host user under remap); its exit code."""
+    if command and command[0] == "--":  # click keeps the separator once interspersed args are off
+        command = command[1:]
     if not command:
         raise DevboxError("no command given", hint=f"devbox exec {service} -- COMMAND [ARGS...]")
     project = load_project(start)
