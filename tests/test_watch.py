@@ -493,6 +493,37 @@ def test_overflow_warning_from_watchdog_triggers_notice_and_rescan(tmp_path: Pat
         assert not w.degraded and notices[-1] == "no queue overflow for a while: back to live events"
 
 
+MAKE_IN = """
+import os, sys
+root, n, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    fd = os.open(os.path.join(root, "d%d" % (i % 100), "f%d" % i), os.O_CREAT | os.O_WRONLY, 0o644)
+    if i % every == 0:
+        os.fchown(fd, 100004, 100004)
+    os.close(fd)
+"""
+
+
+def test_real_queue_overflow_is_detected_and_rescan_reports_every_leak(burst_root: Path) -> None:
+    burst_root.mkdir(exist_ok=True)
+    for i in range(100):
+        (burst_root / f"d{i}").mkdir()  # watched before the flood, so every create queues an event
+    notices: list[str] = []
+    w = Watcher([burst_root], LIVE, notice=notices.append, reconcile_interval=1e9, settle=0.2, workers=1)
+    with w:
+        w.start()
+        n, every = 20_000, 100  # more events than fs.inotify.max_queued_events (16,384 here)
+        # Pause watchdog's reader: its inotify thread takes this lock between reads.
+        reader = w._observer._inotify_fd
+        with reader._lock:
+            subprocess.run([sys.executable, "-c", MAKE_IN, str(burst_root), str(n), str(every)], check=True, timeout=60)
+        expected = {str(burst_root / f"d{i % 100}" / f"f{i}") for i in range(0, n, every)}
+        wait_until(w, lambda: set(w.tracker.leaks) == expected, timeout=20)
+        assert w.stats.overflows >= 1
+        assert w.stats.full_scans >= 2  # the overflow rescan, not the (disabled) reconcile, found them
+        assert notices[0].startswith("inotify event queue overflowed")
+
+
 # --- live watcher --------------------------------------------------------------------------
 
 
