@@ -22,7 +22,7 @@ import shlex
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from devbox.idmap import IdMap, predict_map, parse_subid, to_container
+from devbox.idmap import IdMap, parse_subid, predict_map, to_container
 
 
 class Kind(str, enum.Enum):

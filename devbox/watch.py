@@ -39,7 +39,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from devbox.leaks import Attribution, HostUser, Kind, Leak, RecordLog, State, latest_records
+from devbox.leaks import (
+    Attribution,
+    HostUser,
+    Kind,
+    Leak,
+    RecordLog,
+    State,
+    latest_records,
+)
 
 Clock = Callable[[], float]
 Sink = Callable[[str], None]
@@ -117,7 +125,10 @@ def _walk(
     directories and leaves the rest on the stack, breadth-first, for workers to share."""
     add = found.append
     push = stack.append
-    pop = stack.pop if budget is None else (lambda: stack.pop(0))
+    def pop_front() -> str:
+        return stack.pop(0)
+
+    pop: Callable[[], str] = stack.pop if budget is None else pop_front
     S_ISDIR = _stat.S_ISDIR
     scandir = os.scandir
     opendir = os.open
@@ -247,19 +258,23 @@ def _parallel(
                 "ignore": list(ign.patterns) if ign else [],
             }
         ).encode()
+        proc: subprocess.Popen[bytes] | None = None
         try:
-            p: subprocess.Popen[bytes] | None = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", code, package_parent],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
             )
-            assert p.stdin is not None
-            p.stdin.write(job)
-            p.stdin.close()
+            if proc.stdin is not None:
+                proc.stdin.write(job)
+                proc.stdin.close()
         except OSError:
-            p = None
-        procs.append((chunk, p))
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            proc = None
+        procs.append((chunk, proc))
     for chunk, p in procs:
         if p is not None:
             out = p.stdout.read() if p.stdout is not None else b""
@@ -556,17 +571,17 @@ def _make_observer() -> Any:
         from watchdog.events import DirAttribEvent, FileAttribEvent
         from watchdog.observers.api import BaseObserver
         from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
-        from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
+        from watchdog.observers.inotify_c import InotifyConstants, InotifyFD, Mask
 
-        class _Emitter(InotifyEmitter):  # type: ignore[misc]
-            def get_event_mask_from_filter(self) -> Any:
+        class _Emitter(InotifyEmitter):
+            def get_event_mask_from_filter(self) -> Mask:
                 mask = super().get_event_mask_from_filter()
                 flt = self._event_filter
                 if flt is not None and (FileAttribEvent in flt or DirAttribEvent in flt):
-                    mask |= InotifyConstants.IN_ATTRIB
+                    mask = Mask(mask | InotifyConstants.IN_ATTRIB)
                 return mask
 
-        class _Observer(InotifyObserver):  # type: ignore[misc]
+        class _Observer(InotifyObserver):
             def __init__(self) -> None:
                 self._inotify_fd = InotifyFD()
                 self._inotify_fd.start()

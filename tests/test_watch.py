@@ -456,8 +456,10 @@ def test_short_watch_budget_is_said_and_switches_to_periodic_rescans(tmp_path: P
         w.start()
         assert w.degraded
         assert notices == [
-            "only 3 of 21 directories have an inotify watch (fs.inotify.max_user_watches = 3): changes in the "
-            "others are caught by periodic rescans only — raise the limit: sudo sysctl fs.inotify.max_user_watches=65536"
+            (
+                "only 3 of 21 directories have an inotify watch (fs.inotify.max_user_watches = 3): changes in the "
+                "others are caught by periodic rescans only — raise the limit: sudo sysctl fs.inotify.max_user_watches=65536"
+            )
         ]
         w.events_enabled = False  # as if this directory had no watch
         touch(tmp_path / "d7" / "late", LEAK_UID)
