@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from devbox import remap
 from devbox.errors import ConfigError, DevboxError, EngineError, Exit, HostError
-from devbox.findings import Finding, Status, worst
+from devbox.findings import Finding, worst
 from devbox.host import User
 from devbox.paths import Paths
 

@@ -254,6 +254,34 @@ def test_socket_without_permission(etc_sandbox: EtcSandbox, env: dict[str, str])
     assert found["engine.access"]["status"] == "warn"
     assert found["engine.access"]["evidence"][-1] == "devbox-other is not in group 'docker': devbox commands need sudo"
     assert found["probe.uid-map"]["evidence"] == ["skipped: engine.socket (Docker engine reachable) failed"]
+    # --fix needs root: one line, exit 2, nothing changed
+    before = sb.read("/etc/subuid")
+    r = sb.run(["setpriv", "--reuid", "devbox-other", "--regid", "devbox-other", "--init-groups", "--",
+                sys.executable, "-m", "devbox", "doctor", "--fix"], env=e)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "devbox: error: --fix changes /etc/subuid, /etc/subgid and daemon.json and restarts dockerd: it needs root — "
+        "run: sudo devbox doctor --fix --user devbox-other"
+    ]
+    assert sb.read("/etc/subuid") == before
+    # people's output: grouped, one line per check, details and the fix only where something is wrong
+    r = sb.run(["setpriv", "--reuid", "devbox-other", "--regid", "devbox-other", "--init-groups", "--",
+                sys.executable, "-m", "devbox", "doctor"], env=e)
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert lines[0] == "devbox doctor — devbox-other (uid 1501, gid 1501)"
+    assert lines[2:8] == [
+        "engine",
+        "✗ fail Docker engine reachable  [engine.socket]",
+        f"       DOCKER_HOST={d.host} (from the environment)",
+        f"       {d.socket}: srw-rw---- root:docker",
+        f"       permission denied on {d.socket}",
+        "       fix: sudo usermod -aG docker devbox-other, then log in again (members of 'docker' are root-equivalent: "
+        "any of them can start a privileged container); or run devbox with sudo",
+    ]
+    assert "✓ ok   kernel user namespaces  [kernel.userns]" in lines
+    assert lines[lines.index("✓ ok   kernel user namespaces  [kernel.userns]") + 1].startswith("✓ ok   AppArmor")
+    assert lines[-1].endswith("skipped") and lines[-1].startswith(f"{sum(1 for x in found.values() if x['status'] == 'fail')} failed")
 
 
 PROJECT = 'name = "{name}"\n'
