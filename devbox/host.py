@@ -32,7 +32,8 @@ class User:
 
 def resolve_user(name: str | None) -> User:
     """The target user: ``name``, else ``SUDO_USER``, else whoever runs devbox.  Never root."""
-    if name is None:
+    if name is None and os.geteuid() == 0:
+        # under sudo, "you" is who ran sudo; a stray SUDO_USER in a user's own shell means nothing
         sudo_user = os.environ.get("SUDO_USER")
         name = sudo_user if sudo_user and sudo_user != "root" else None
     try:
