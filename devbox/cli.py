@@ -176,6 +176,36 @@ def doctor(
     raise typer.Exit(int(code))
 
 
+# --- ownership watcher (devbox.watch) -----------------------------------------
+
+
+@app.command()
+def watch(
+    paths: Optional[list[str]] = typer.Argument(None, help="Directories to watch (default: the project's bind-mounted work dirs)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON record per line on stdout for every leak, fix and removal."),
+    fix: bool = typer.Option(False, "--fix", help="Give leaked files back to you as they appear (a helper container; sudo command for real root's)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Name services from this profile (default: devbox.toml's)."),
+    background: bool = typer.Option(False, "--background", hidden=True),
+    ready_fd: Optional[int] = typer.Option(None, "--ready-fd", hidden=True),
+) -> None:
+    """Flag every file in the work dirs that stops being yours, as it happens, and say which service did it."""
+    from devbox import watchcmd
+
+    code = watchcmd.watch_command(paths or [], json_out=json_out, do_fix=fix, background=background, profile=profile, ready_fd=ready_fd)
+    raise typer.Exit(int(code))
+
+
+@app.command()
+def leaks(
+    json_out: bool = typer.Option(False, "--json", help="A JSON list of the current leaks on stdout."),
+    fix: bool = typer.Option(False, "--fix", help="Chown them back to you: a helper container for container-owned files, a printed sudo command for root's."),
+) -> None:
+    """The files in the work dirs that are not yours (from the watcher's records, re-checked), and who wrote them."""
+    from devbox import watchcmd
+
+    raise typer.Exit(int(watchcmd.leaks_command(json_out=json_out, do_fix=fix)))
+
+
 # --- the error boundary -----------------------------------------------------
 
 

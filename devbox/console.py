@@ -25,6 +25,12 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def json_line(data: Any) -> None:
+    """One compact JSON object per line (a stream: ``devbox watch --json``)."""
+    sys.stdout.write(json.dumps(data, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
 def error(line: str) -> None:
     stderr.print(f"[bold red]devbox: error:[/] {escape(line)}")
 

@@ -184,6 +184,9 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
     report = converge(project, prof.name, dry_run=dry_run)
     if dry_run or report is None:
         return Exit.OK
+    from devbox import watcher_proc  # the ownership watcher follows the stack
+
+    watcher_proc.on_up(project, prof.name)
     interactive = prof.interactive
     if detach or interactive is None:
         return Exit.OK
@@ -344,11 +347,16 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
             "userns_mode": d.userns_mode or "remapped",
             "userns_host": d.userns_mode == "host",
         })
+    from devbox import watcher_proc  # the ownership watcher: running, not running or crashed
+
+    watcher = watcher_proc.status(project.name)
     if json_out:
-        console.emit_json({"schema": "devbox.ps/1", "project": project.name, "profile": project.default_profile, "services": rows})
+        console.emit_json({"schema": "devbox.ps/1", "project": project.name, "profile": project.default_profile, "services": rows,
+                           "watcher": watcher.to_json()})
         return Exit.OK
     if not rows:
         console.info(f"{project.name}: no containers (devbox up starts them)")
+        watcher_proc.show(watcher)
         return Exit.OK
     table_rows = []
     for r in rows:
@@ -358,6 +366,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     console.table(["service", "state", "toolchain", "ports", "userns", "current"], table_rows, title=f"{project.name} ({project.default_profile})")
     if any(r["userns_host"] for r in rows):
         console.warn("services with userns_mode=host run as real root on the host: files they write are not yours")
+    watcher_proc.show(watcher)
     return Exit.OK
 
 
@@ -388,6 +397,9 @@ def down(*, volumes: bool, start: Path | None = None) -> Exit:
     from devbox.plan import teardown
 
     project = load_project(start)
+    from devbox import watcher_proc  # stopped first: it needs no engine
+
+    watcher_proc.stop(project.name)
     client = connect()
     plan = teardown(project.name, observe.observe(client, project.name), volumes=volumes)
     if plan.is_noop:

@@ -1,0 +1,190 @@
+"""The ``--fix`` helper: a short-lived container that chowns leaked paths back to the host user.
+
+Under userns-remap, container root *is* the host user, and it holds CAP_CHOWN
+over every id mapped into the namespace: ``chown -h 0:0`` on a file owned by
+container uid 5 (host 200004) makes it the user's again, no sudo.  The image,
+like the probe's, is imported from host files (``chown`` and the libraries it
+loads), so no registry is involved.  Before running anything the engine must
+prove that container root maps to this user: on a daemon without remap the same
+command would hand the files to real root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from typing import TYPE_CHECKING, Sequence
+
+from devbox.engine import fast_call
+from devbox.errors import DevboxError, EngineError
+
+if TYPE_CHECKING:
+    from devbox.dockerapi import Api
+    from devbox.leaks import HostUser
+
+HELPER_REPO = "devbox/fixer"
+HELPER_LABEL = "devbox.helper"
+CHOWN_IN_IMAGE = "/bin/chown"
+# One container per this many bytes of arguments: far below ARG_MAX, few containers for big fixes.
+ARGS_BUDGET = 96 * 1024
+
+
+# --- the image ----------------------------------------------------------------------
+
+
+def _chown_and_libraries() -> list[tuple[str, str]]:
+    """``(path in image, host file)`` for the host's chown and the shared objects it loads."""
+    found = shutil.which("chown")
+    if found is None:
+        raise DevboxError("no chown on this host's PATH: the fix helper image is built from it", hint="install coreutils")
+    host = os.path.realpath(found)
+    files = [(CHOWN_IN_IMAGE, host)]
+    try:
+        out = subprocess.run(["ldd", host], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        for token in line.split():
+            if token.startswith("/"):
+                files.append((token, os.path.realpath(token)))
+    return files
+
+
+def image_tar() -> bytes:
+    """A deterministic rootfs tarball: same host files, same bytes, same tag."""
+    buf = io.BytesIO()
+    files = _chown_and_libraries()
+    dirs = {"/proc", "/dev", "/sys", "/tmp", "/etc", "/fix"}
+    for inside, _ in files:
+        parent = os.path.dirname(inside)
+        while parent not in ("/", ""):
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        seen: set[str] = set()
+        for inside, host in files:
+            if inside in seen:
+                continue
+            seen.add(inside)
+            with open(host, "rb") as fh:
+                data = fh.read()
+            info = tarfile.TarInfo(inside.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ensure_image(api: Api) -> str:
+    """The helper image's reference, importing it when the daemon lacks it."""
+    data = image_tar()
+    ref = f"{HELPER_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
+    if not fast_call(lambda: api.image_exists(ref)):
+        repo, tag = ref.split(":")
+        fast_call(lambda: api.import_image(data, repo, tag))
+    return ref
+
+
+# --- may the helper run on this engine? ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineFit:
+    ok: bool
+    reason: str
+
+
+def engine_fit(api: Api, user: HostUser) -> EngineFit:
+    """Does container root map to ``user`` on this engine (remap to the user, or rootless as the user)?"""
+    from devbox import engine
+
+    info = engine.info(api)
+    if info.rootless:
+        return EngineFit(True, f"rootless engine at {info.host}")
+    if not info.userns:
+        return EngineFit(False, f"the engine at {info.host} runs containers as real root (no userns-remap)")
+    ids = info.remap_ids()
+    if ids != (user.uid, user.gid):
+        got = f"{ids[0]}:{ids[1]}" if ids else "another user"
+        return EngineFit(False, f"the engine at {info.host} remaps container root to {got}, not to {user.name} ({user.uid}:{user.gid})")
+    return EngineFit(True, f"the engine at {info.host} remaps container root to {user.name}")
+
+
+# --- running it ---------------------------------------------------------------------
+
+
+def mount_plan(paths: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Bind mounts (host dir -> container dir) covering every path's parent, and the paths as the container sees them.
+
+    Parents are collapsed to the outermost ones, so a burst under one directory
+    is one mount.  The paths themselves are never mounted: chown -h must act on
+    the entry, not on what a bind mount would resolve it to.
+    """
+    parents = sorted({os.path.dirname(os.path.abspath(p)) or "/" for p in paths})
+    outer: list[str] = []
+    for d in parents:
+        if outer and (d == outer[-1] or d.startswith(outer[-1].rstrip("/") + "/")):
+            continue
+        outer.append(d)
+    mounts = {d: f"/fix/{i}" for i, d in enumerate(outer)}
+    inside: list[str] = []
+    for p in paths:
+        p = os.path.abspath(p)
+        for d, target in mounts.items():
+            prefix = d.rstrip("/") + "/"
+            if p.startswith(prefix):
+                inside.append(target + "/" + p[len(prefix):])
+                break
+    return mounts, inside
+
+
+def _batches(paths: Sequence[str]) -> list[list[str]]:
+    out: list[list[str]] = [[]]
+    size = 0
+    for p in paths:
+        if out[-1] and size + len(p) + 1 > ARGS_BUDGET:
+            out.append([])
+            size = 0
+        out[-1].append(p)
+        size += len(p) + 1
+    return [b for b in out if b]
+
+
+def run_helper(api: Api, paths: Sequence[str], timeout: float = 120) -> None:
+    """``chown -h 0:0 -- PATHS`` as container root in throwaway containers (PATHS are host paths)."""
+    image = ensure_image(api)
+    for batch in _batches(paths):
+        mounts, inside = mount_plan(batch)
+        spec = {
+            "Image": image,
+            "Cmd": [CHOWN_IN_IMAGE, "-h", "0:0", "--", *inside],
+            "User": "0:0",
+            "NetworkDisabled": True,
+            "Labels": {HELPER_LABEL: "fix"},
+            "HostConfig": {"Binds": [f"{d}:{t}:rw" for d, t in mounts.items()], "NetworkMode": "none"},
+        }
+        cid = fast_call(lambda: api.create_container(spec))
+        try:
+            fast_call(lambda: api.start(cid))
+            result = fast_call(lambda: api.call("POST", f"/containers/{cid}/wait", query={"condition": "not-running"}))
+            code = int((result or {}).get("StatusCode", -1))
+            if code != 0:
+                # chown carries on past a vanished path; the caller's lstat says what is left
+                logs = api.logs(cid, tail=3).strip().replace("\n", "; ")
+                if "No such file" not in logs:
+                    raise EngineError(f"the fix helper container exited with {code}: {logs or 'no output'}")
+        finally:
+            try:
+                api.remove_container(cid, force=True)
+            except Exception:  # noqa: BLE001 - cleanup must not mask the result
+                pass

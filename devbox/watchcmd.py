@@ -1,0 +1,349 @@
+"""``devbox watch`` and ``devbox leaks``: the project's view of the ownership watcher.
+
+:mod:`devbox.watch` and :mod:`devbox.leaks` know nothing about projects; this
+module turns ``devbox.toml`` into what they take (roots, ignore patterns, the
+host user, container uid -> services) and runs the ``--fix`` helper
+(:mod:`devbox.fixhelper`) for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import stat as _stat
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from devbox import console
+from devbox.errors import ConfigError, DevboxError, Exit
+from devbox.paths import Paths
+
+if TYPE_CHECKING:
+    from devbox.leaks import Attribution, FixResult, HostUser, Leak
+    from devbox.model import Project, Service
+    from devbox.watch import Change
+
+
+def host_user(allowed_gids: Sequence[int] = ()) -> HostUser:
+    """Whose files these are: the caller, or SUDO_USER under sudo.  Never root."""
+    from devbox.leaks import host_user as lookup
+
+    sudo_user = os.environ.get("SUDO_USER")
+    who: str | int = sudo_user if os.geteuid() == 0 and sudo_user and sudo_user != "root" else os.getuid()
+    try:
+        user = lookup(who, allowed_gids)
+    except KeyError:
+        raise DevboxError(f"unknown user {who!r}", hint="run devbox as your own user") from None
+    if user.uid == 0:
+        raise DevboxError("as root every file is yours: there is nothing to watch for", hint="run devbox as your own user (or with sudo, which sets SUDO_USER)")
+    return user
+
+
+def container_uid(svc: Service) -> int | None:
+    """The container uid a service runs as: its numeric ``user`` (default root); ``None`` for a name."""
+    if svc.user is None:
+        return 0
+    name = svc.user.split(":", 1)[0]
+    return int(name) if name.isdigit() else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What to watch and how to attribute it."""
+
+    roots: tuple[str, ...]
+    user: HostUser
+    services_by_uid: Mapping[int, tuple[str, ...]]
+    host_ns_services: tuple[str, ...]
+    ignore: tuple[str, ...]
+    rescan_interval: float
+    project: Project | None
+
+    def attribution(self) -> Attribution:
+        from devbox.leaks import load_attribution
+
+        return load_attribution(self.user, self.services_by_uid, host_ns_services=self.host_ns_services)
+
+    @property
+    def records(self) -> Path | None:
+        return Paths.from_env().leak_records(self.project.name) if self.project is not None else None
+
+
+def find_project(start: Path | None = None, *, required: bool) -> Project | None:
+    from devbox import config
+    from devbox.paths import project_root
+
+    if project_root(start) is None:
+        if required:
+            raise ConfigError(f"no devbox.toml in {start or Path.cwd()} or any parent directory",
+                              hint="run it in a project (devbox init writes one), or name the directories: devbox watch PATH...")
+        return None
+    return config.load(start)
+
+
+def target(paths: Sequence[str] = (), *, profile: str | None = None, start: Path | None = None) -> Target:
+    """The project's bind-mounted work dirs (or ``paths``), the user, and who runs as which container uid."""
+    from devbox.model import WatchSettings
+
+    project = find_project(start, required=not paths)
+    settings = project.watch if project is not None else WatchSettings()
+    by_uid: dict[int, list[str]] = {}
+    host_ns: list[str] = []
+    if project is not None:
+        for svc in project.profile(profile).services:
+            cuid = container_uid(svc)
+            if cuid is not None:
+                by_uid.setdefault(cuid, []).append(svc.name)
+            if svc.userns_mode == "host":
+                host_ns.append(svc.name)
+    if paths:
+        roots = []
+        for p in paths:
+            full = os.path.abspath(p)
+            if not os.path.isdir(full):
+                raise DevboxError(f"{p}: not a directory", hint="devbox watch takes directories")
+            roots.append(full)
+    else:
+        assert project is not None
+        roots = [m.source for m in project.workdirs if not m.read_only]
+        if not roots:
+            raise ConfigError("the project bind-mounts no writable work dir: nothing to watch", where=str(project.file),
+                              hint="name the directories: devbox watch PATH...")
+    return Target(
+        roots=tuple(roots),
+        user=host_user(settings.allowed_gids),
+        services_by_uid={k: tuple(v) for k, v in by_uid.items()},
+        host_ns_services=tuple(host_ns),
+        ignore=settings.ignore,
+        rescan_interval=settings.rescan_interval_s,
+        project=project,
+    )
+
+
+# --- fixing -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FixOutcome:
+    result: FixResult
+    engine_refused: str | None  # why mapped paths were not handed to a helper container
+
+
+def fix_leaks(leaks: Sequence[Leak], user: HostUser) -> FixOutcome:
+    """Chown what a helper container can (after checking the engine maps root to ``user``), verify with lstat."""
+    import shlex
+
+    from devbox import fixhelper
+    from devbox.engine import fast_api
+    from devbox.leaks import FixResult, fix, plan_fix
+
+    plan = plan_fix(leaks, user)
+    if not plan.by_helper:
+        return FixOutcome(fix(leaks, user, lambda paths: None), None)
+    api = fast_api()
+    try:
+        fit = fixhelper.engine_fit(api, user)
+        if not fit.ok:
+            # The same command on this engine would give the files to real root: only sudo can help.
+            every = sorted(leak.path for leak in leaks)
+            command = shlex.join(["sudo", "chown", "-h", f"{user.uid}:{user.gid}", "--", *every])
+            return FixOutcome(FixResult((), (), (), tuple(every), command), fit.reason)
+        return FixOutcome(fix(leaks, user, lambda paths: fixhelper.run_helper(api, paths)), None)
+    finally:
+        api.close()
+
+
+def report_fix(outcome: FixOutcome, shown: Any) -> bool:
+    """Say what the fix did; ``True`` when nothing is left to do."""
+    r = outcome.result
+    if outcome.engine_refused:
+        console.warn(f"no helper container: {outcome.engine_refused}, so it would chown to real root")
+    if r.fixed:
+        console.say(f"fixed {len(r.fixed):,} path(s): yours again (verified with lstat)")
+    for p in r.failed:
+        console.warn(f"{shown(p)}: still not yours after the helper container ran")
+    if r.needs_root:
+        why = "the engine cannot help" if outcome.engine_refused else "owned by ids not mapped into the containers (real root, other accounts)"
+        console.say(f"{len(r.needs_root):,} path(s) need root ({why}); run:")
+        console.say(r.root_command)
+    return not r.failed and not r.needs_root
+
+
+def _record_fixed(records: Path | None, leaks: Sequence[Leak], result: FixResult) -> None:
+    if records is None:
+        return
+    from devbox.leaks import RecordLog, State
+
+    log = RecordLog(records)
+    by_path = {leak.path: leak for leak in leaks}
+    now = time.time()
+    try:
+        for p in result.fixed:
+            log.write(by_path[p], State.FIXED, at=now)
+        for p in result.vanished:
+            log.write(by_path[p], State.GONE, at=now)
+    finally:
+        log.close()
+
+
+# --- devbox leaks ----------------------------------------------------------------------------
+
+
+def current_leaks(t: Target) -> tuple[list[Leak], str]:
+    """The leaks now: the watcher's records re-checked with lstat, or a scan when there are none."""
+    from devbox.leaks import from_iso, load_records
+    from devbox.watch import scan_leaks
+
+    attr = t.attribution()
+    records = t.records
+    if records is None or not records.exists():
+        return scan_leaks(t.roots, attr, ignore=t.ignore), f"a scan of {', '.join(t.roots)} (no watcher records yet)"
+    leaks = []
+    for rec in load_records(records, under=t.roots):
+        try:
+            st = os.lstat(rec["path"])
+        except OSError:
+            continue  # gone since
+        if t.user.owns(st.st_uid, st.st_gid):
+            continue
+        leak = attr.classify(rec["path"], st.st_uid, st.st_gid, is_dir=_stat.S_ISDIR(st.st_mode), now=from_iso(rec.get("first_seen")))
+        leaks.append(leak)
+    return leaks, f"the watcher's records ({records})"
+
+
+def leaks_command(*, json_out: bool, do_fix: bool, start: Path | None = None) -> Exit:
+    t = target(start=start)
+    leaks, source = current_leaks(t)
+    base = t.roots[0] if len(t.roots) == 1 else None
+
+    def shown(p: str) -> str:
+        return os.path.relpath(p, base) if base is not None and (p + "/").startswith(base.rstrip("/") + "/") else p
+
+    if do_fix:
+        if not leaks:
+            console.info(f"no leaked files (from {source})")
+            return Exit.OK
+        outcome = fix_leaks(leaks, t.user)
+        _record_fixed(t.records, leaks, outcome.result)
+        return Exit.OK if report_fix(outcome, shown) else Exit.PROBLEMS
+    if json_out:
+        console.emit_json([leak.to_record() for leak in leaks])
+        return Exit.PROBLEMS if leaks else Exit.OK
+    if not leaks:
+        console.info(f"no leaked files (from {source})")
+        return Exit.OK
+    rows = [[shown(leak.path) + ("/" if leak.is_dir else ""), leak.owner_text(), leak.kind.value, leak.service or "",
+             "yes" if leak.fixable else "sudo"] for leak in leaks]
+    console.table(["path", "owner", "kind", "service", "fixable"], rows)
+    console.info(f"{len(leaks):,} leaked path(s) from {source}; 'devbox leaks --fix' gives them back to you")
+    return Exit.PROBLEMS
+
+
+# --- devbox watch ----------------------------------------------------------------------------
+
+
+class _AutoFixer:
+    """``devbox watch --fix``: leaks collect for a short settle time, then one helper container takes them all."""
+
+    def __init__(self, t: Target, settle: float = 0.3) -> None:
+        self.t = t
+        self.settle = settle
+        self.pending: dict[str, Leak] = {}
+        self.since = 0.0
+
+    def add(self, leak: Leak) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending[leak.path] = leak
+
+    def drop(self, path: str) -> None:
+        self.pending.pop(path, None)
+
+    def due(self) -> bool:
+        return bool(self.pending) and time.monotonic() - self.since >= self.settle
+
+    def run(self) -> None:
+        leaks, self.pending = list(self.pending.values()), {}
+        try:
+            outcome = fix_leaks(leaks, self.t.user)
+        except DevboxError as exc:
+            console.warn(f"--fix: {exc.one_line()}")
+            return
+        report_fix(outcome, lambda p: p)
+
+
+def watch_command(
+    paths: Sequence[str],
+    *,
+    json_out: bool,
+    do_fix: bool,
+    background: bool = False,
+    profile: str | None = None,
+    ready_fd: int | None = None,
+    start: Path | None = None,
+) -> Exit:
+    """Scan, then watch until interrupted (SIGINT/SIGTERM).  ``background``: the watcher ``devbox up`` starts."""
+    from devbox.leaks import RecordLog, State
+    from devbox.watch import Reporter, Watcher
+
+    t = target(paths, profile=profile, start=start)
+    stop = threading.Event()
+    fixer = _AutoFixer(t) if do_fix else None
+
+    def on_change(change: Change) -> None:
+        if json_out:
+            console.json_line(change.leak.to_record(change.state, at=time.time()))
+        if fixer is not None:
+            if change.state is State.LEAK:
+                fixer.add(change.leak)
+            else:
+                fixer.drop(change.leak.path)
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    records = t.records
+    watcher = Watcher(
+        t.roots,
+        t.attribution(),
+        records=RecordLog(records) if records is not None else None,
+        ignore=t.ignore,
+        sink=(lambda line: None) if json_out else console.leak,
+        notice=console.warn,
+        on_change=on_change,
+        reporter=Reporter(t.roots),
+        reconcile_interval=t.rescan_interval,
+    )
+    try:
+        result = watcher.start()
+        # leaks known from earlier runs are not re-reported by the scan: hand them to --fix as well
+        if fixer is not None:
+            for leak in watcher.tracker.leaks.values():
+                fixer.add(leak)
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        mode = " (background)" if background else ""
+        console.info(
+            f"watching{mode} {', '.join(watcher.roots)}: {result.dirs:,} directories, {result.entries:,} entries scanned "
+            f"in {result.seconds:.2f} s, {len(watcher.tracker.leaks):,} leak(s)"
+            + (f"; records: {records}" if records is not None else "")
+        )
+        while not stop.is_set():
+            watcher.step(0.1 if fixer is not None and fixer.pending else 0.2)
+            if fixer is not None and fixer.due():
+                fixer.run()
+    finally:
+        watcher.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if background and t.project is not None:
+        from devbox import watcher_proc
+
+        watcher_proc.forget_if_mine(Paths.from_env().watcher_pidfile(t.project.name))
+    console.info(f"stopped watching after {watcher.stats.leaks_found:,} new leak(s), {watcher.stats.resolved:,} resolved")
+    return Exit.OK

@@ -1,0 +1,194 @@
+"""The background ownership watcher's process: started by ``devbox up``, stopped by ``down``, shown by ``ps``.
+
+It is ``python -m devbox watch --background`` run in the project directory, in
+its own session, with its output appended to ``Paths.watcher_log(NAME)`` and
+its PID in ``Paths.watcher_pidfile(NAME)`` (the contract :mod:`devbox.doctor`
+reads).  A pidfile whose process is gone (or is no longer a devbox watcher:
+PIDs get reused) means the watcher *crashed*: that is reported, never treated
+as "not running".  Only a clean stop removes the pidfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devbox import console
+from devbox.paths import Paths
+
+if TYPE_CHECKING:
+    from devbox.model import Project
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WatcherStatus:
+    state: str  # "running", "not running", "crashed"
+    pid: int | None
+    pidfile: Path
+    log: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "pid": self.pid, "pidfile": str(self.pidfile), "log": str(self.log)}
+
+    def line(self) -> str:
+        if self.state == "running":
+            return f"ownership watcher: running (pid {self.pid}; log {self.log})"
+        if self.state == "crashed":
+            return f"ownership watcher: crashed (pid {self.pid} is gone; log {self.log}) — devbox up restarts it"
+        return "ownership watcher: not running (devbox up starts it)"
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [os.fsdecode(a) for a in raw.split(b"\0") if a]
+
+
+def _is_watcher(pid: int) -> bool:
+    argv = _cmdline(pid)
+    if not argv:
+        return False  # gone, or a zombie
+    # really ours, not a reused PID
+    return "devbox" in argv and "watch" in argv and "--background" in argv
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return -1
+    return int(text) if text.isdigit() else -1
+
+
+def status(project: str, paths: Paths | None = None) -> WatcherStatus:
+    paths = paths or Paths.from_env()
+    pidfile, log = paths.watcher_pidfile(project), paths.watcher_log(project)
+    pid = _read_pid(pidfile)
+    if pid is None:
+        return WatcherStatus("not running", None, pidfile, log)
+    if pid > 0 and _is_watcher(pid):
+        return WatcherStatus("running", pid, pidfile, log)
+    return WatcherStatus("crashed", pid if pid > 0 else None, pidfile, log)
+
+
+def show(st: WatcherStatus) -> None:
+    if st.state == "crashed":
+        console.warn(st.line())
+    else:
+        console.say(st.line())
+
+
+def _argv(profile: str) -> list[str]:
+    return [sys.executable, "-m", "devbox", "watch", "--background", "--profile", profile]
+
+
+def _write_pidfile(pidfile: Path, pid: int) -> None:
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pidfile.with_name(f".{pidfile.name}.{os.getpid()}")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, pidfile)
+
+
+def _log_tail(log: Path, lines: int = 1) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -> WatcherStatus:
+    """Start the watcher unless one for this profile already runs; wait until its watches and first scan are done."""
+    paths = paths or Paths.from_env()
+    st = status(project, paths)
+    argv = _argv(profile)
+    if st.state == "running" and st.pid is not None:
+        if _cmdline(st.pid) == argv:
+            return st
+        stop(project, paths, quiet=True)  # another profile: other services to name
+    elif st.state == "crashed":
+        console.warn(f"the ownership watcher (pid {st.pid}) had died; restarting it (its log: {st.log})")
+    st.log.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    try:
+        with open(st.log, "ab") as log:
+            log.write(f"--- devbox watcher starting {time.strftime('%Y-%m-%dT%H:%M:%S%z')} (profile {profile})\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [*argv, "--ready-fd", str(write_end)],
+                cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(write_end,), start_new_session=True,
+            )
+    finally:
+        os.close(write_end)
+    _write_pidfile(st.pidfile, proc.pid)
+    try:
+        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+        said = os.read(read_end, 64) if ready else None
+    finally:
+        os.close(read_end)
+    if said is None:
+        console.warn(f"the ownership watcher (pid {proc.pid}) is still scanning after {READY_TIMEOUT:g} s; it carries on in the background (log: {st.log})")
+    elif not said.startswith(b"ready"):
+        proc.wait(timeout=5)
+        console.warn(f"the ownership watcher did not start: {_log_tail(st.log) or 'no output'} (log: {st.log})")
+        return status(project, paths)
+    else:
+        console.info(f"ownership watcher running (pid {proc.pid}; log {st.log}; devbox leaks lists what it finds)")
+    return status(project, paths)
+
+
+def stop(project: str, paths: Paths | None = None, *, quiet: bool = False) -> WatcherStatus:
+    """Stop the watcher (SIGTERM, then SIGKILL after a while) and remove its pidfile; report a crashed one."""
+    paths = paths or Paths.from_env()
+    st = status(project, paths)
+    if st.state == "crashed":
+        console.warn(f"the ownership watcher had crashed (pid {st.pid} was gone; its log: {st.log})")
+        st.pidfile.unlink(missing_ok=True)
+        return st
+    if st.state != "running" or st.pid is None:
+        return st
+    pid = st.pid
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    delay = 0.01
+    while _is_watcher(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    st.pidfile.unlink(missing_ok=True)
+    if not quiet:
+        console.info(f"ownership watcher stopped (pid {pid})")
+    return st
+
+
+def forget_if_mine(pidfile: Path) -> None:
+    """The watcher itself, on a clean stop: remove the pidfile if it still names this process."""
+    if _read_pid(pidfile) == os.getpid():
+        pidfile.unlink(missing_ok=True)
+
+
+def on_up(project: Project, profile: str) -> WatcherStatus | None:
+    """``devbox up``'s hook: watch the project's writable work dirs (none: no watcher)."""
+    if not any(not m.read_only for m in project.workdirs):
+        return None
+    return ensure(project.name, project.root, profile)
