@@ -15,7 +15,7 @@ import stat as _stat
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from devbox import console
 from devbox.errors import ConfigError, DevboxError, Exit
@@ -156,19 +156,19 @@ def fix_leaks(leaks: Sequence[Leak], user: HostUser) -> FixOutcome:
         api.close()
 
 
-def report_fix(outcome: FixOutcome, shown: Any) -> bool:
+def report_fix(outcome: FixOutcome, shown: Any, *, say: Callable[[str], None] = console.say) -> bool:
     """Say what the fix did; ``True`` when nothing is left to do."""
     r = outcome.result
     if outcome.engine_refused:
         console.warn(f"no helper container: {outcome.engine_refused}, so it would chown to real root")
     if r.fixed:
-        console.say(f"fixed {len(r.fixed):,} path(s): yours again (verified with lstat)")
+        say(f"fixed {len(r.fixed):,} path(s): yours again (verified with lstat)")
     for p in r.failed:
         console.warn(f"{shown(p)}: still not yours after the helper container ran")
     if r.needs_root:
         why = "the engine cannot help" if outcome.engine_refused else "owned by ids not mapped into the containers (real root, other accounts)"
-        console.say(f"{len(r.needs_root):,} path(s) need root ({why}); run:")
-        console.say(r.root_command)
+        say(f"{len(r.needs_root):,} path(s) need root ({why}); run:")
+        say(r.root_command)
     return not r.failed and not r.needs_root
 
 
@@ -193,25 +193,35 @@ def _record_fixed(records: Path | None, leaks: Sequence[Leak], result: FixResult
 
 
 def current_leaks(t: Target) -> tuple[list[Leak], str]:
-    """The leaks now: the watcher's records re-checked with lstat, or a scan when there are none."""
-    from devbox.leaks import from_iso, load_records
-    from devbox.watch import scan_leaks
+    """The leaks now.  With the background watcher running: its records, re-checked with lstat.
+    Without it the records may have missed things: a fresh scan (first-seen times kept from the records)."""
+    from devbox import watcher_proc
+    from devbox.leaks import from_iso, latest_records, load_records
+    from devbox.watch import scan
 
     attr = t.attribution()
     records = t.records
-    if records is None or not records.exists():
-        return scan_leaks(t.roots, attr, ignore=t.ignore), f"a scan of {', '.join(t.roots)} (no watcher records yet)"
-    leaks = []
-    for rec in load_records(records, under=t.roots):
-        try:
-            st = os.lstat(rec["path"])
-        except OSError:
-            continue  # gone since
-        if t.user.owns(st.st_uid, st.st_gid):
-            continue
-        leak = attr.classify(rec["path"], st.st_uid, st.st_gid, is_dir=_stat.S_ISDIR(st.st_mode), now=from_iso(rec.get("first_seen")))
-        leaks.append(leak)
-    return leaks, f"the watcher's records ({records})"
+    live = t.project is not None and watcher_proc.status(t.project.name).state == "running"
+    if records is not None and live:
+        found = []
+        for rec in load_records(records, under=t.roots):
+            try:
+                st = os.lstat(rec["path"])
+            except OSError:
+                continue  # gone since
+            found.append((rec["path"], st.st_uid, st.st_gid, _stat.S_ISDIR(st.st_mode)))
+        source = f"the watcher's records ({records})"
+    else:
+        found = list(scan(t.roots, t.user, ignore=t.ignore).found)
+        source = f"a scan of {', '.join(t.roots)} (no watcher running)"
+    seen = latest_records(records) if records is not None else {}
+    now = time.time()
+    leaks = [
+        attr.classify(p, u, g, is_dir=d, now=from_iso(seen[p].get("first_seen")) if p in seen else now)
+        for p, u, g, d in found
+        if not t.user.owns(u, g)
+    ]
+    return sorted(leaks, key=lambda leak: leak.path), source
 
 
 def leaks_command(*, json_out: bool, do_fix: bool, start: Path | None = None) -> Exit:
@@ -272,7 +282,7 @@ class _AutoFixer:
         except DevboxError as exc:
             console.warn(f"--fix: {exc.one_line()}")
             return
-        report_fix(outcome, lambda p: p)
+        report_fix(outcome, lambda p: p, say=console.info)  # stdout is the leak stream
 
 
 def watch_command(

@@ -117,7 +117,8 @@ def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -
     st = status(project, paths)
     argv = _argv(profile)
     if st.state == "running" and st.pid is not None:
-        if _cmdline(st.pid) == argv:
+        running = _cmdline(st.pid) or []
+        if running[: len(argv)] == argv:
             return st
         stop(project, paths, quiet=True)  # another profile: other services to name
     elif st.state == "crashed":
@@ -133,6 +134,9 @@ def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -
             log.flush()
             proc = subprocess.Popen(
                 [*argv, "--ready-fd", str(write_end)],
+                # the very binary running now, even when the path to sys.executable crosses a
+                # directory this user cannot search (a venv made from root's interpreter)
+                executable="/proc/self/exe" if os.path.exists("/proc/self/exe") else None,
                 cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(write_end,), start_new_session=True,
             )
