@@ -1,0 +1,164 @@
+"""The project side of the watcher: helper mounts and batches, service uids, the watcher process's states,
+and the CLI's one-line refusals.  (Containers and the background watcher for real: tests/integration/test_watch_engine.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devbox import fixhelper, watcher_proc
+from devbox.model import Service
+from devbox.paths import Paths
+from devbox.watchcmd import container_uid
+
+
+def test_mount_plan_collapses_parents_and_keeps_entries_unmounted() -> None:
+    mounts, inside = fixhelper.mount_plan(["/p/a/b/f", "/p/a/g", "/p/a/b", "/q/x", "/p/a"])
+    assert mounts == {"/p": "/fix/0", "/q": "/fix/1"}
+    assert inside == ["/fix/0/a/b/f", "/fix/0/a/g", "/fix/0/a/b", "/fix/1/x", "/fix/0/a"]
+
+
+def test_mount_plan_sibling_prefix_is_not_a_parent() -> None:
+    mounts, inside = fixhelper.mount_plan(["/p/ab/f", "/p/a/f"])
+    assert mounts == {"/p/a": "/fix/0", "/p/ab": "/fix/1"}
+    assert inside == ["/fix/1/f", "/fix/0/f"]
+
+
+def test_batches_stay_under_the_argument_budget() -> None:
+    paths = [f"/work/{'x' * 200}/{i}" for i in range(2000)]
+    batches = fixhelper._batches(paths)
+    assert [p for b in batches for p in b] == paths
+    assert len(batches) > 1
+    assert all(sum(len(p) + 1 for p in b) <= fixhelper.ARGS_BUDGET for b in batches)
+
+
+def test_helper_image_is_deterministic_and_holds_chown() -> None:
+    import io
+    import tarfile
+
+    data = fixhelper.image_tar()
+    assert data == fixhelper.image_tar()
+    names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+    assert "bin/chown" in names and "fix" in names
+    assert any(n.endswith(".so.6") or "libc" in n for n in names)
+
+
+@pytest.mark.parametrize(("user", "uid"), [(None, 0), ("5", 5), ("1000:1000", 1000), ("postgres", None), ("node:node", None)])
+def test_container_uid_of_a_service(user: str | None, uid: int | None) -> None:
+    assert container_uid(Service(name="s", image="i", user=user)) == uid
+
+
+# --- the watcher process's states ----------------------------------------------------------------
+
+
+def fake_watcher() -> subprocess.Popen[bytes]:
+    """A process whose command line is a background watcher's (once it has exec'd)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "devbox", "watch", "--background"])
+    deadline = time.monotonic() + 10
+    while b"--background" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    return proc
+
+
+def paths_in(tmp_path: Path) -> Paths:
+    return Paths(user_state=tmp_path / "state")
+
+
+def test_status_not_running_running_and_crashed(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    pidfile, log = paths.watcher_pidfile("p"), paths.watcher_log("p")
+    assert watcher_proc.status("p", paths) == watcher_proc.WatcherStatus("not running", None, pidfile, log)
+    assert watcher_proc.status("p", paths).line() == "ownership watcher: not running (devbox up starts it)"
+
+    proc = fake_watcher()
+    try:
+        pidfile.parent.mkdir(parents=True)
+        pidfile.write_text(f"{proc.pid}\n")
+        st = watcher_proc.status("p", paths)
+        assert (st.state, st.pid) == ("running", proc.pid)
+        assert st.line() == f"ownership watcher: running (pid {proc.pid}; log {log})"
+    finally:
+        proc.kill()
+        proc.wait()
+    st = watcher_proc.status("p", paths)
+    assert (st.state, st.pid) == ("crashed", proc.pid)
+    assert st.line() == f"ownership watcher: crashed (pid {proc.pid} is gone; log {log}) — devbox up restarts it"
+
+
+def test_a_reused_pid_is_not_the_watcher(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    pidfile = paths.watcher_pidfile("p")
+    pidfile.parent.mkdir(parents=True)
+    pidfile.write_text(f"{os.getpid()}\n")  # alive, but pytest, not a watcher
+    assert watcher_proc.status("p", paths).state == "crashed"
+    pidfile.write_text("garbage\n")
+    assert watcher_proc.status("p", paths) == watcher_proc.WatcherStatus("crashed", None, pidfile, paths.watcher_log("p"))
+
+
+def test_stop_removes_a_crashed_watchers_pidfile_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = paths_in(tmp_path)
+    pidfile = paths.watcher_pidfile("p")
+    pidfile.parent.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    pidfile.write_text(f"{proc.pid}\n")
+    assert watcher_proc.stop("p", paths).state == "crashed"
+    assert not pidfile.exists()
+    err = capsys.readouterr().err
+    assert " ".join(err.split()) == (
+        f"devbox: warning: the ownership watcher had crashed (pid {proc.pid} was gone; its log: {paths.watcher_log('p')})"
+    )
+
+
+def test_stop_terminates_a_running_watcher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = paths_in(tmp_path)
+    pidfile = paths.watcher_pidfile("p")
+    pidfile.parent.mkdir(parents=True)
+    proc = fake_watcher()
+    pidfile.write_text(f"{proc.pid}\n")
+    started = time.monotonic()
+    watcher_proc.stop("p", paths)
+    assert proc.wait(timeout=5) == -15
+    assert time.monotonic() - started < 5
+    assert not pidfile.exists()
+    assert capsys.readouterr().err == f"ownership watcher stopped (pid {proc.pid})\n"
+
+
+# --- the CLI's refusals: one line, exit 2 -----------------------------------------------------------
+
+
+def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ["PATH"], "COLUMNS": "250", "DEVBOX_STATE_DIR": str(cwd / ".state"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "devbox", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_watch_outside_a_project_names_the_way_out(tmp_path: Path) -> None:
+    r = run_cli(tmp_path, "watch")
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"devbox: error: no devbox.toml in {tmp_path} or any parent directory — run it in a project (devbox init writes one), "
+        "or name the directories: devbox watch PATH...\n"
+    )
+
+
+def test_watch_refuses_a_file_argument(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    r = run_cli(tmp_path, "watch", "f")
+    assert (r.returncode, r.stderr) == (2, "devbox: error: f: not a directory — devbox watch takes directories\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for root")
+def test_leaks_as_root_without_sudo_user_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "devbox.toml").write_text('name = "p"\n')
+    r = run_cli(tmp_path, "leaks")
+    assert r.returncode == 2
+    assert r.stderr == (
+        "devbox: error: as root every file is yours: there is nothing to watch for — "
+        "run devbox as your own user (or with sudo, which sets SUDO_USER)\n"
+    )
