@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from devbox.watch import Change
 
 
+ROOTS_CHECK_INTERVAL = 5.0  # a watcher whose work dirs were all removed stops by itself
+
+
 def host_user(allowed_gids: Sequence[int] = ()) -> HostUser:
     """Whose files these are: the caller, or SUDO_USER under sudo.  Never root."""
     from devbox.leaks import host_user as lookup
@@ -343,10 +346,16 @@ def watch_command(
             f"in {result.seconds:.2f} s, {len(watcher.tracker.leaks):,} leak(s)"
             + (f"; records: {records}" if records is not None else "")
         )
+        next_check = time.monotonic() + ROOTS_CHECK_INTERVAL
         while not stop.is_set():
             watcher.step(0.1 if fixer is not None and fixer.pending else 0.2)
             if fixer is not None and fixer.due():
                 fixer.run()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + ROOTS_CHECK_INTERVAL
+                if not any(os.path.isdir(r) for r in watcher.roots):
+                    console.warn(f"{', '.join(watcher.roots)}: gone (project removed?): nothing left to watch")
+                    break
     finally:
         watcher.close()
         for s, handler in previous.items():

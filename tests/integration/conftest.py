@@ -104,3 +104,19 @@ def etc_sandbox(test_user: dict[str, object], request: pytest.FixtureRequest) ->
     sb = EtcSandbox(request.node.name[:20].replace("[", "-").replace("]", ""))
     yield sb
     sb.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_watchers() -> Iterator[None]:
+    """`devbox up` starts a background ownership watcher as the test user; none may outlive the session."""
+    yield
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.stat().st_uid != TEST_UID or b"--background" not in argv or b"devbox" not in argv:
+                continue
+            os.kill(int(entry.name), 15)
+        except (OSError, ValueError):
+            continue
