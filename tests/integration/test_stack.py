@@ -307,25 +307,44 @@ def crash_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
             os.kill(pid, signal.SIGKILL)
 
 
+CRASH_PROFILE = """\
+description = "three tiny services: what matters here is convergence, not toolchains"
+[services.editor]
+image = "debian:bookworm-slim"
+command = ["sleep", "infinity"]
+interactive = true
+[services.runtime]
+image = "debian:bookworm-slim"
+command = ["sleep", "infinity"]
+depends_on = { db = "healthy" }
+[services.db]
+image = "debian:bookworm-slim"
+command = ["sh", "-c", "sleep 4; touch /tmp/ready; exec sleep infinity"]
+workdir = false
+healthcheck = { test = ["test", "-e", "/tmp/ready"], interval = 1, timeout = 5, retries = 60 }
+"""
+
+
 def test_killing_the_daemon_mid_up_then_rerunning_converges(crash_engine: PrivateDaemon) -> None:
     engine = crash_engine
-    root = make_project("crash", 'name = "crash"\n')
+    root = make_project("crash", 'name = "crash"\nprofile = "crash"\n')
+    (root / ".devbox" / "profiles").mkdir(parents=True)
+    (root / ".devbox" / "profiles" / "crash.toml").write_text(CRASH_PROFILE)
     env = {"PATH": os.environ["PATH"], "HOME": HOME, "COLUMNS": "200", **engine.env}
     proc = subprocess.Popen(
         ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--", sys.executable, "-m", "devbox", "up", "-d"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 120
     while "db" not in container_ids(engine, "crash"):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    # Stop the engine under devbox's feet once the db exists but before the runtime (which waits
-    # for db healthy) is created.  (A SIGKILLed dockerd 20.10 on this cgroup-v1 machine could not
-    # be restarted within 120 s: its containerd hung re-attaching the orphaned shims.  That is the
-    # harness's problem, not devbox's, so the engine is stopped the way a crash-and-restart of the
-    # docker service looks to a client: connection refused mid-operation, containers stopped.)
-    engine.stop()
+    # Kill the engine under devbox's feet once the db exists but before the runtime (which waits
+    # for db healthy) is created: dockerd, its containerd and the shims all go, as in a crash.
+    pid = engine.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert "Traceback" not in err
@@ -343,11 +362,33 @@ def test_killing_the_daemon_mid_up_then_rerunning_converges(crash_engine: Privat
 
 
 def container_ids_after_restart(engine: PrivateDaemon) -> dict[str, str]:
-    """Start the killed engine again, once its old dockerd and containerd are really gone (they hold its locks)."""
+    """Finish the crash as a reboot would, then start the engine again.
+
+    A crash takes containerd, the shims and the container processes with it, and a reboot
+    empties /run, where the exec root (containerd's task state) lives.  Without that, the
+    dockerd 20.10 here hangs re-attaching dead tasks ("cannot find cgroup mount destination").
+    """
     deadline = time.monotonic() + 60
-    while _engine_pids(engine, ("dockerd", "containerd")):
-        assert time.monotonic() < deadline, "the killed engine's processes did not exit"
+    while _engine_pids(engine, ("dockerd",)):
+        assert time.monotonic() < deadline, "the killed dockerd did not exit"
         time.sleep(0.1)
+    ids = [p.name for p in engine.data_root.glob("*/containers/*")]
+    for pid in _engine_pids(engine, ("containerd", "containerd-shim", "containerd-shim-runc-v2")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(i in (entry / "cgroup").read_text() for i in ids):
+                    os.kill(int(entry.name), signal.SIGKILL)
+    while _engine_pids(engine, ("containerd", "containerd-shim", "containerd-shim-runc-v2")):
+        assert time.monotonic() < deadline, "the killed engine's containerd did not exit"
+        time.sleep(0.1)
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if line.split()[1].startswith(str(engine.exec_root))]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    shutil.rmtree(engine.exec_root, ignore_errors=True)
     engine.pidfile.unlink(missing_ok=True)
     engine.start(timeout=120)
     return container_ids(engine, "crash")
