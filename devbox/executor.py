@@ -266,10 +266,17 @@ class _Gate:
 def _services(client: docker.DockerClient, stack: Stack, ops: list[Operation], report: Report) -> None:
     gates = {op.name: _Gate() for op in ops}
     lock = threading.Lock()
+    # Services others wait for are on the critical path: the rest of their level starts
+    # once they have (parallel starts slow each other down in the engine).
+    awaited = {dep.service for op in ops for dep in op.wait_for} & gates.keys()
+    first = {op.level: [gates[o.name] for o in ops if o.level == op.level and o.name in awaited] for op in ops}
 
     def run(op: Operation) -> None:
         gate = gates[op.name]
         try:
+            if op.name not in awaited:
+                for g in first[op.level]:
+                    g.event.wait()
             for dep in op.wait_for:
                 _wait_for(client, stack, dep, gates.get(dep.service), op.name)
             cid = _service_op(client, stack, op)
@@ -334,38 +341,55 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation) -> str
 
 
 def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str) -> None:
-    """Block until ``dep.service`` reached ``dep.condition``; fail with its log tail when it cannot."""
+    """Block until ``dep.service`` reached ``dep.condition``; fail with its log tail when it cannot.
+
+    The container's events (start, die, health_status) say when to look again, so
+    the wait ends as soon as the engine reports the condition, without polling.
+    """
     if gate is not None:
         gate.event.wait()
         if gate.error is not None:
             raise _DependencyFailed(f"service {waiter} not started: its dependency {dep.service} failed")
     name = stack.container_name(dep.service)
+    target = gate.container_id if gate and gate.container_id else name
     svc = stack.service(dep.service)
     limit = 120.0
     if svc.healthcheck is not None:
         h = svc.healthcheck
         limit = h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 10
-    deadline = time.monotonic() + limit
-    while True:
-        state = call(lambda: client.api.inspect_container(gate.container_id if gate and gate.container_id else name))["State"]
-        status = state.get("Status")
-        health = (state.get("Health") or {}).get("Status")
-        if status in ("exited", "dead"):
-            raise DevboxError(
-                f"service {dep.service} exited with code {state.get('ExitCode')} before {waiter} could start: "
-                + _last_log_line(client, name),
-                hint=f"see devbox logs {dep.service}",
-            )
-        if dep.condition == "started" and status == "running":
-            return
-        if dep.condition == "healthy":
-            if health == "healthy":
+    now = time.time()
+    # Subscribed before the first look; `since` replays what happened in between,
+    # and `until` makes the engine end the stream at the deadline.
+    events = call(lambda: client.api.events(
+        since=f"{now - 1:.9f}", until=f"{now + limit:.9f}", decode=True,
+        filters={"container": [target], "type": ["container"], "event": ["start", "die", "health_status"]},
+    ))
+    try:
+        while True:
+            state = call(lambda: client.api.inspect_container(target))["State"]
+            if _reached(client, dep, state, name, waiter):
                 return
-            if health == "unhealthy":
-                raise DevboxError(f"service {dep.service} is unhealthy: {_last_log_line(client, name)}", hint=f"see devbox logs {dep.service}")
-        if time.monotonic() > deadline:
-            raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s", hint=f"see devbox logs {dep.service}")
-        time.sleep(0.1)
+            if call(lambda: next(events, None)) is None:
+                raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s", hint=f"see devbox logs {dep.service}")
+    finally:
+        events.close()
+
+
+def _reached(client: docker.DockerClient, dep: DependsOn, state: dict[str, Any], name: str, waiter: str) -> bool:
+    """Has the dependency reached its condition (``state`` is its inspect ``State``)?  Raise when it never will."""
+    status = state.get("Status")
+    health = (state.get("Health") or {}).get("Status")
+    if status in ("exited", "dead"):
+        raise DevboxError(
+            f"service {dep.service} exited with code {state.get('ExitCode')} before {waiter} could start: "
+            + _last_log_line(client, name),
+            hint=f"see devbox logs {dep.service}",
+        )
+    if dep.condition == "started":
+        return status == "running"
+    if health == "unhealthy":
+        raise DevboxError(f"service {dep.service} is unhealthy: {_last_log_line(client, name)}", hint=f"see devbox logs {dep.service}")
+    return health == "healthy"
 
 
 def _last_log_line(client: docker.DockerClient, name: str) -> str:

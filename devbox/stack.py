@@ -184,9 +184,6 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
     report = converge(project, prof.name, dry_run=dry_run)
     if dry_run or report is None:
         return Exit.OK
-    from devbox import watcher_proc  # the ownership watcher follows the stack
-
-    watcher_proc.on_up(project, prof.name)
     interactive = prof.interactive
     if detach or interactive is None:
         return Exit.OK
@@ -200,7 +197,8 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
 
 
 def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
-    from devbox import executor
+    """Observe, plan, guard, execute; the ownership watcher follows the stack (``up`` and ``switch``)."""
+    from devbox import executor, watcher_proc
     from devbox.plan import reconcile
 
     stack = project.stack(profile)
@@ -211,10 +209,22 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
         return None
     if plan.is_noop:
         console.info(f"{project.name} ({profile}): up to date, nothing to do")
+        watcher = watcher_proc.on_up(project, profile)
+        if watcher is not None:
+            watcher.wait()
         return executor.Report(containers={op.name: op.container_id or "" for op in plan.operations if op.service is not None})
     guard_remap(client, project, plan)
-    report = executor.execute(client, plan)
+    # The watcher imports and scans while the engine works; its ready signal is collected at the end.
+    watcher = watcher_proc.on_up(project, profile)
+    try:
+        report = executor.execute(client, plan)
+    except BaseException:
+        if watcher is not None:
+            watcher.cancel()
+        raise
     console.info(f"{project.name} ({profile}): up in {report.seconds:.1f}s")
+    if watcher is not None:
+        watcher.wait()
     return report
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox import console
+from devbox.errors import DevboxError
 from devbox.paths import Paths
 
 if TYPE_CHECKING:
@@ -111,15 +112,70 @@ def _log_tail(log: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -> WatcherStatus:
-    """Start the watcher unless one for this profile already runs; wait until its watches and first scan are done."""
+class Launch:
+    """A watcher start begun by :func:`launch`: :meth:`wait` collects its ready signal, :meth:`cancel` takes it back.
+
+    Split so that ``up`` can let the watcher import and scan while the engine
+    starts the containers, and only wait for it at the end.
+    """
+
+    def __init__(self, project: str, paths: Paths, status: WatcherStatus,
+                 proc: subprocess.Popen[bytes] | None = None, ready_fd: int | None = None) -> None:
+        self.project = project
+        self.paths = paths
+        self.status = status
+        self.proc = proc
+        self._ready_fd = ready_fd
+
+    def wait(self) -> WatcherStatus:
+        """Until the watcher's watches and first scan are done (at most ``READY_TIMEOUT``); say how it went."""
+        proc, fd = self.proc, self._ready_fd
+        if proc is None or fd is None:
+            return self.status  # one for this profile was already running
+        self._ready_fd = None
+        try:
+            ready, _, _ = select.select([fd], [], [], READY_TIMEOUT)
+            said = os.read(fd, 64) if ready else None
+        finally:
+            os.close(fd)
+        log = self.status.log
+        if said is None:
+            console.warn(f"the ownership watcher (pid {proc.pid}) is still scanning after {READY_TIMEOUT:g} s; it carries on in the background (log: {log})")
+        elif not said.startswith(b"ready"):
+            proc.wait(timeout=5)
+            console.warn(f"the ownership watcher did not start: {_log_tail(log) or 'no output'} (log: {log})")
+        else:
+            console.info(f"ownership watcher running (pid {proc.pid}; log {log}; devbox leaks lists what it finds)")
+        return status(self.project, self.paths)
+
+    def cancel(self) -> None:
+        """Stop a watcher this launch started (``up`` failed before the stack was up); leave any other alone."""
+        proc, fd = self.proc, self._ready_fd
+        if proc is None:
+            return
+        self.proc, self._ready_fd = None, None
+        if fd is not None:
+            os.close(fd)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if _read_pid(self.status.pidfile) == proc.pid:
+            self.status.pidfile.unlink(missing_ok=True)
+
+
+def launch(project: str, root: Path, profile: str, paths: Paths | None = None) -> Launch:
+    """Start the watcher unless one for this profile already runs; do not wait for it (see :meth:`Launch.wait`)."""
     paths = paths or Paths.from_env()
     st = status(project, paths)
     argv = _argv(profile)
     if st.state == "running" and st.pid is not None:
         running = _cmdline(st.pid) or []
         if running[: len(argv)] == argv:
-            return st
+            return Launch(project, paths, st)
         stop(project, paths, quiet=True)  # another profile: other services to name
     elif st.state == "crashed":
         console.warn(f"the ownership watcher (pid {st.pid}) had died; restarting it (its log: {st.log})")
@@ -140,23 +196,18 @@ def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -
                 cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(write_end,), start_new_session=True,
             )
+    except BaseException:
+        os.close(read_end)
+        raise
     finally:
         os.close(write_end)
     _write_pidfile(st.pidfile, proc.pid)
-    try:
-        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
-        said = os.read(read_end, 64) if ready else None
-    finally:
-        os.close(read_end)
-    if said is None:
-        console.warn(f"the ownership watcher (pid {proc.pid}) is still scanning after {READY_TIMEOUT:g} s; it carries on in the background (log: {st.log})")
-    elif not said.startswith(b"ready"):
-        proc.wait(timeout=5)
-        console.warn(f"the ownership watcher did not start: {_log_tail(st.log) or 'no output'} (log: {st.log})")
-        return status(project, paths)
-    else:
-        console.info(f"ownership watcher running (pid {proc.pid}; log {st.log}; devbox leaks lists what it finds)")
-    return status(project, paths)
+    return Launch(project, paths, st, proc, read_end)
+
+
+def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -> WatcherStatus:
+    """Start the watcher unless one for this profile already runs; wait until its watches and first scan are done."""
+    return launch(project, root, profile, paths).wait()
 
 
 def stop(project: str, paths: Paths | None = None, *, quiet: bool = False) -> WatcherStatus:
@@ -191,8 +242,19 @@ def forget_if_mine(pidfile: Path) -> None:
         pidfile.unlink(missing_ok=True)
 
 
-def on_up(project: Project, profile: str) -> WatcherStatus | None:
-    """``devbox up``'s hook: watch the project's writable work dirs (none: no watcher)."""
+def on_up(project: Project, profile: str) -> Launch | None:
+    """``devbox up``'s (and ``switch``'s) hook: launch the watcher of the project's writable work dirs.
+
+    ``None`` when there is nothing to watch: no writable work dir, or devbox runs
+    as root without SUDO_USER (every file is root's own; the watcher would refuse).
+    """
     if not any(not m.read_only for m in project.workdirs):
         return None
-    return ensure(project.name, project.root, profile)
+    from devbox.watchcmd import host_user
+
+    try:
+        host_user()
+    except DevboxError as exc:
+        console.warn(f"the ownership watcher was not started: {exc.one_line()}")
+        return None
+    return launch(project.name, project.root, profile)
