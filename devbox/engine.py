@@ -141,18 +141,21 @@ class EngineInfo:
         return None
 
 
-def info(api: Api | docker.DockerClient) -> EngineInfo:
-    """Engine facts from the fast client or an SDK client (both answer info() and version())."""
+def info(api: Api | docker.DockerClient, *, version: bool = True) -> EngineInfo:
+    """Engine facts from the fast client or an SDK client (both answer info() and version()).
+
+    ``version=False`` spares the second call (version and API version read "?").
+    """
     from devbox.dockerapi import Api
 
     run = fast_call if isinstance(api, Api) else call
     raw: dict[str, Any] = run(api.info)
-    version: dict[str, Any] = run(api.version)
+    versions: dict[str, Any] = run(api.version) if version else {}
     opts = tuple(raw.get("SecurityOptions") or ())
     return EngineInfo(
         host=describe_host(),
-        version=str(version.get("Version", "?")),
-        api_version=str(version.get("ApiVersion", "?")),
+        version=str(versions.get("Version", "?")),
+        api_version=str(versions.get("ApiVersion", "?")),
         security_options=opts,
         data_root=str(raw.get("DockerRootDir", "")),
         images=int(raw.get("Images", 0)),

@@ -108,13 +108,13 @@ def remap_verdict(client: docker.DockerClient, paths: Paths) -> RemapVerdict:
     """Is container root the invoking user on this engine?  Proven by the probe, cached per daemon.
 
     The fast path is one ``info`` call: the cache key holds the daemon's data
-    root, security options and process start time, so a restarted or
-    reconfigured dockerd is probed again.
+    root, security options, PID and process start time, so a restarted (say,
+    upgraded) or reconfigured dockerd is probed again.
     """
     from devbox import engine, host, remap
 
     user = host.resolve_user(None)
-    info = engine.info(client)
+    info = engine.info(client, version=False)
     if info.rootless:
         return RemapVerdict(True, "rootless engine: container root is you")
     if not info.userns:
@@ -131,7 +131,7 @@ def remap_verdict(client: docker.DockerClient, paths: Paths) -> RemapVerdict:
         except (OSError, IndexError):
             started = ""
     key = hashlib.sha256(
-        json.dumps([info.host, info.data_root, list(info.security_options), info.version, pid, started, user.uid, user.gid]).encode()
+        json.dumps([info.host, info.data_root, list(info.security_options), pid, started, user.uid, user.gid]).encode()
     ).hexdigest()
     cache = paths.user_state / REMAP_CACHE
     try:

@@ -130,6 +130,55 @@ def test_stop_terminates_a_running_watcher(tmp_path: Path, capsys: pytest.Captur
     assert capsys.readouterr().err == f"ownership watcher stopped (pid {proc.pid})\n"
 
 
+def test_cancel_stops_the_watcher_a_launch_started_and_forgets_its_pidfile(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    pidfile = paths.watcher_pidfile("p")
+    pidfile.parent.mkdir(parents=True)
+    proc = fake_watcher()
+    pidfile.write_text(f"{proc.pid}\n")
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    launch = watcher_proc.Launch("p", paths, watcher_proc.status("p", paths), proc, read_end)
+    launch.cancel()
+    assert proc.poll() == -15
+    assert not pidfile.exists()
+    with pytest.raises(OSError):
+        os.fstat(read_end)  # closed
+    launch.cancel()  # twice: nothing left to do
+
+
+def test_cancel_leaves_a_watcher_it_did_not_start_alone(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    pidfile = paths.watcher_pidfile("p")
+    pidfile.parent.mkdir(parents=True)
+    proc = fake_watcher()
+    try:
+        pidfile.write_text(f"{proc.pid}\n")
+        launch = watcher_proc.Launch("p", paths, watcher_proc.status("p", paths))  # it was running already
+        launch.cancel()
+        assert proc.poll() is None and pidfile.exists()
+        assert launch.wait() == watcher_proc.status("p", paths)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for root")
+def test_up_as_root_without_sudo_user_starts_no_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from devbox import config
+
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    monkeypatch.setenv("DEVBOX_STATE_DIR", str(tmp_path / ".state"))
+    (tmp_path / "devbox.toml").write_text('name = "p"\n')
+    assert watcher_proc.on_up(config.load(tmp_path), "python") is None
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "devbox: warning: the ownership watcher was not started: as root every file is yours: there is nothing to watch for — "
+        "run devbox as your own user (or with sudo, which sets SUDO_USER)"
+    )
+    assert not (tmp_path / ".state").exists()
+
+
 # --- the CLI's refusals: one line, exit 2 -----------------------------------------------------------
 
 
