@@ -7,9 +7,8 @@ runs them in dependency order (pure: a check whose prerequisite failed or was
 skipped is reported as ``skip``, naming that prerequisite).  The kernel,
 subordinate-id, daemon and probe findings are :mod:`devbox.remap`'s own
 (``assess_*``), with the same ids; ``--fix`` applies :func:`devbox.remap.plan`
-through :func:`devbox.remap.execute` and :func:`devbox.remap.record` (locked,
-atomic, backed up, rolled back on failure, undone by ``devbox remap --revert``)
-and then checks again.
+through :func:`devbox.remap.apply_plan` (locked, atomic, backed up, rolled back
+on failure, recorded so ``devbox remap --revert`` undoes it) and then checks again.
 
 Finding ids, in order (group: ids):
 
@@ -442,7 +441,7 @@ def check_context(ctx: Context) -> list[Finding]:
     if endpoint == ctx.host:
         return [Finding("engine.context", "ok", title, ev)]
     return [Finding("engine.context", "warn", title, ev,
-                    f"export DOCKER_HOST={endpoint}" if endpoint else f"docker context use default  (or set DOCKER_HOST)")]
+                    f"export DOCKER_HOST={endpoint}" if endpoint else "docker context use default  (or set DOCKER_HOST)")]
 
 
 def _groups_of(user: User) -> list[str]:
@@ -678,7 +677,7 @@ def check_old_images(ctx: Context) -> list[Finding]:
     return [Finding("daemon.old-images", "warn", title, tuple(ev),
                     "to use one under the remap: sudo devbox remap --revert, docker save IMAGE -o image.tar, "
                     "sudo devbox remap --apply, docker load -i image.tar (or rebuild it); "
-                    f"to reclaim the space once nothing there is needed: docker system prune -a before turning the remap on")]
+                    "to reclaim the space once nothing there is needed: docker system prune -a before turning the remap on")]
 
 
 # --- proof ----------------------------------------------------------------------------------
@@ -845,33 +844,20 @@ def check_inotify(ctx: Context) -> list[Finding]:
 # --- watcher -----------------------------------------------------------------------------
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_watcher(ctx: Context) -> list[Finding]:
     title = "the ownership watcher runs for the running stack"
-    pidfile = ctx.pidfile
-    try:
-        pid: int | None = int(pidfile.read_text().strip())
-    except FileNotFoundError:
-        pid = None
-    except (OSError, ValueError) as exc:
-        return [Finding("watcher.running", "warn", title, (f"{pidfile}: unreadable ({exc})",), f"rm {pidfile}, then devbox up")]
+    from devbox import watcher_proc
+
+    st = watcher_proc.status(ctx.project.name, dataclasses.replace(ctx.paths, user_state=ctx.user_state))
+    pidfile, pid = st.pidfile, st.pid
     running = [str(c.get("Name", "")).lstrip("/") for c in ctx.containers if (c.get("State") or {}).get("Running")]
     stack = f"{len(running)} running container(s) of {ctx.project.name}" if running else f"no running container of {ctx.project.name}"
-    if pid is not None and pid_alive(pid):
+    if st.state == "running":
         return [Finding("watcher.running", "ok", title, (f"{pidfile}: pid {pid} is running", stack))]
-    if pid is not None:
-        log = dataclasses.replace(ctx.paths, user_state=ctx.user_state).watcher_log(ctx.project.name)
+    if st.state == "crashed":
+        what = f"pid {pid} is not running" if pid is not None else "holds no pid"
         return [Finding("watcher.running", "warn" if running else "ok", title,
-                        (f"{pidfile}: pid {pid} is not running (the watcher died; its log: {log})", stack),
+                        (f"{pidfile}: {what} (the watcher died; its log: {st.log})", stack),
                         "devbox up  (restarts the watcher; its first scan finds what happened meanwhile)" if running else None)]
     if running:
         return [Finding("watcher.running", "warn", title, (f"{pidfile} does not exist: no watcher", stack),
@@ -1033,10 +1019,7 @@ def apply_fix(ctx: Context, restart_cmd: str | None) -> dict[str, Any]:
         console.info(f"{c.path}: " + "; ".join(c.reasons))
     if p.restart_reason:
         console.info(p.restart_reason)
-    stamp = remap.execute(ctx.paths, ctx.user, p.changes, remap.restart_argv(ctx.paths, restart_cmd),
-                          verify_remap=True, progress=console.info)
-    if p.changes:
-        remap.record(ctx.paths, ctx.user, stamp, p.changes)
+    stamp = remap.apply_plan(ctx.paths, ctx.user, p, restart_cmd, progress=console.info)
     return {
         "changes": [{"path": str(c.path), "reasons": list(c.reasons)} for c in p.changes],
         "restarted": True,

@@ -15,18 +15,17 @@ The shape is observe -> (pure) assess / plan -> apply:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from devbox import host, hostfile
+from devbox import host, hostchange
 from devbox.engine import EngineInfo
-from devbox.errors import ConfigError, DevboxError, Exit, HostError, RollbackError
-from devbox.findings import Finding, worst
+from devbox.errors import ConfigError, DevboxError, Exit, HostError
+from devbox.findings import Finding, Status, worst
+from devbox.hostchange import FileChange, json_indent
 from devbox.host import DaemonJson, Flag, Kernel, User
 from devbox.idmap import (
     MIN_SUBORDINATE,
@@ -245,7 +244,7 @@ def assess_daemon_config(state: HostState) -> list[Finding]:
         if json_value is None:
             ev = (f"{dj.path} has no \"{KEY}\"" if dj.exists else f"{dj.path} does not exist",)
             flag_ok = bool(state.flags) and all(_same_remap(f.value, state) for f in state.flags)
-            status = "ok" if flag_ok else "fail"
+            status: Status = "ok" if flag_ok else "fail"
             out.append(Finding("daemon.json", status, "daemon.json sets userns-remap",
                                ev + (("set by a dockerd flag instead",) if flag_ok else ()),
                                None if flag_ok else FIX_APPLY))
@@ -256,19 +255,19 @@ def assess_daemon_config(state: HostState) -> list[Finding]:
                                (f"{where}: \"{KEY}\": \"{json_value}\", not {state.user.name}",),
                                f"{FIX_APPLY}  (sets \"{KEY}\": \"{want}\")"))
     if state.flags:
-        ev = tuple(f"{f.where}: --userns-remap={f.value}" for f in state.flags)
+        flag_ev = tuple(f"{f.where}: --userns-remap={f.value}" for f in state.flags)
         if json_value is not None:
             out.append(Finding(
                 "daemon.flags", "fail", "userns-remap set once (flag or daemon.json, not both)",
-                ev + (f"{state.daemon_json.path if state.daemon_json else 'daemon.json'} also sets \"{KEY}\": "
+                flag_ev + (f"{state.daemon_json.path if state.daemon_json else 'daemon.json'} also sets \"{KEY}\": "
                       "dockerd refuses to start when a directive is both a flag and in the config file",),
                 _flag_fix(state),
             ))
         elif any(not _same_remap(f.value, state) for f in state.flags):
-            out.append(Finding("daemon.flags", "fail", "userns-remap set once (flag or daemon.json, not both)", ev,
+            out.append(Finding("daemon.flags", "fail", "userns-remap set once (flag or daemon.json, not both)", flag_ev,
                                f"edit {state.flags[0].where} to --userns-remap={want}"))
         else:
-            out.append(Finding("daemon.flags", "ok", "userns-remap set once (flag or daemon.json, not both)", ev))
+            out.append(Finding("daemon.flags", "ok", "userns-remap set once (flag or daemon.json, not both)", flag_ev))
     else:
         out.append(Finding("daemon.flags", "ok", "userns-remap set once (flag or daemon.json, not both)",
                            ("no --userns-remap flag in the running dockerd, systemd units or /etc/default/docker",)))
@@ -283,11 +282,15 @@ def _flag_fix(state: HostState) -> str:
 
 
 def _same_remap(value: str, state: HostState) -> bool:
+    """Does a ``userns-remap`` value select the target user and group, as dockerd resolves it?"""
     u = state.user
     name, _, group = value.partition(":")
     if name not in (u.name, str(u.uid)):
         return False
-    return group in ("", u.group, str(u.gid)) and (group or name.isdigit() or u.group == u.name)
+    if group:
+        return group in (u.group, str(u.gid))
+    # no group given: dockerd takes the group named like the user, or gid = uid for a numeric user
+    return u.gid == u.uid if name.isdigit() else u.group == u.name
 
 
 def _key_line(text: str, key: str) -> int:
@@ -372,28 +375,6 @@ def assess(state: HostState) -> list[Finding]:
 
 
 # --- the plan (pure) --------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FileChange:
-    path: Path
-    old: str
-    new: str
-    existed: bool
-    reasons: tuple[str, ...]
-    added: tuple[str, ...] = ()  # lines devbox adds (subid files), for --revert
-    removed: tuple[str, ...] = ()
-    json_before: Any = None  # daemon.json: the previous userns-remap value (None: absent)
-
-    @property
-    def changed(self) -> bool:
-        return self.old != self.new or not self.existed
-
-    def diff(self) -> str:
-        return "".join(difflib.unified_diff(
-            self.old.splitlines(keepends=True), self.new.splitlines(keepends=True),
-            fromfile=f"{self.path} (now)", tofile=f"{self.path} (devbox)",
-        ))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,17 +469,9 @@ def plan_daemon_json(state: HostState, path: Path) -> FileChange | None:
         data[KEY] = want
         reason = (f"set \"{KEY}\": \"{want}\"" + (f" (was \"{current}\")" if current is not None else "")
                   + "; every other key is kept")
-    indent = _indent_of(dj.text)
+    indent = json_indent(dj.text)
     new = json.dumps(data, indent=indent) + "\n"
-    return FileChange(path, dj.text, new, dj.exists, (reason,), json_before=current)
-
-
-def _indent_of(text: str) -> int:
-    for line in text.splitlines()[1:]:
-        stripped = line.lstrip(" ")
-        if stripped and len(line) != len(stripped):
-            return len(line) - len(stripped)
-    return 2
+    return FileChange(path, dj.text, new, dj.exists, (reason,), json_key=KEY, json_before=current)
 
 
 def plan(state: HostState, paths: Paths) -> Plan:
@@ -531,86 +504,11 @@ def plan(state: HostState, paths: Paths) -> Plan:
     return Plan(tuple(changes), restart, reason)
 
 
-# --- applying (side effects) --------------------------------------------------------
+# --- applying ---------------------------------------------------------------------
 
 
-def restart_argv(paths: Paths, restart_cmd: str | None) -> list[list[str]]:
-    if restart_cmd:
-        return [host.shell_split(restart_cmd)]
-    if paths.systemd_running.is_dir():
-        return [["systemctl", "reset-failed", "docker"], ["systemctl", "restart", "docker"]]
-    return [["service", "docker", "restart"]]
-
-
-def run_restart(commands: list[list[str]], timeout: float = 120) -> str | None:
-    """Run the restart command(s); the error text, or ``None`` on success."""
-    for i, argv in enumerate(commands):
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{shlex.join(argv)}: {exc}"
-        # reset-failed (systemd) may fail harmlessly when the unit never failed
-        if r.returncode != 0 and i == len(commands) - 1:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-            return f"{shlex.join(argv)} exited {r.returncode}: {' / '.join(tail)}"
-    return None
-
-
-def validate_config(path_text: str) -> str | None:
-    """``dockerd --validate`` (Docker 23+) on the new daemon.json; ``None`` when valid or unsupported."""
-    try:
-        helptext = subprocess.run(["dockerd", "--help"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if "--validate" not in helptext:
-        return None
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as tmp:
-        tmp.write(path_text)
-        tmp.flush()
-        r = subprocess.run(["dockerd", "--validate", f"--config-file={tmp.name}"], capture_output=True, text=True)
-    return None if r.returncode == 0 else (r.stderr or r.stdout).strip()
-
-
-def validate_available() -> bool:
-    try:
-        return "--validate" in subprocess.run(["dockerd", "--help"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@dataclasses.dataclass
-class Journal:
-    """What devbox did to the host, so --revert can undo exactly that."""
-
-    path: Path
-    applies: list[dict[str, Any]]
-
-    @classmethod
-    def load(cls, path: Path) -> Journal:
-        try:
-            data = json.loads(path.read_text())
-            return cls(path, list(data.get("applies", [])))
-        except FileNotFoundError:
-            return cls(path, [])
-        except (ValueError, OSError) as exc:
-            raise HostError(f"cannot read devbox's remap journal: {exc}", where=str(path),
-                            hint="restore files by hand from the backups beside it") from None
-
-    def save(self) -> None:
-        hostfile.write_atomic(self.path, (json.dumps({"version": 1, "applies": self.applies}, indent=2) + "\n").encode(),
-                              mode=0o600)
-
-
-def _wait_and_verify(paths: Paths, user: User, verify_remap: bool, timeout: float) -> str | None:
-    """Wait for the daemon, then (optionally) prove the remap.  The failure, or None."""
-    from devbox import engine as engine_mod
-
-    if not engine_mod.wait_until_up(timeout):
-        return f"dockerd did not come back within {timeout:.0f}s"
-    if not verify_remap:
-        return None
+def verify_live(paths: Paths, user: User) -> str | None:
+    """After a restart: does the daemon use the remap, and does the probe prove it?  The failure, or None."""
     state = observe(paths, user)
     bad = [f for f in assess_engine(state) + assess_probe(state) if f.status != "ok"]
     if bad:
@@ -618,142 +516,14 @@ def _wait_and_verify(paths: Paths, user: User, verify_remap: bool, timeout: floa
     return None
 
 
-def execute(
-    paths: Paths,
-    user: User,
-    changes: tuple[FileChange, ...],
-    restart_commands: list[list[str]],
-    *,
-    verify_remap: bool,
-    timeout: float = 60,
-    progress: Callable[[str], None] = lambda _: None,
-) -> str:
-    """Write ``changes`` (locked, atomic, backed up), restart, verify; roll back on failure.
-
-    Returns the backup stamp.  Raises :class:`HostError` after a successful
-    rollback, :class:`RollbackError` when even the rollback failed.
-    """
-    stamp = hostfile.timestamp()
-    snapshots = [hostfile.Snapshot.take(c.path) for c in changes]
-    for snap, change in zip(snapshots, changes):
-        if (snap.data or b"").decode(errors="replace") != change.old:
-            raise HostError(f"{change.path} changed while devbox was planning", hint="re-run the command")
-    for snap in snapshots:
-        hostfile.backup(snap, paths.remap_backups, stamp)
-    written: list[hostfile.Snapshot] = []
-    try:
-        for snap, change in zip(snapshots, changes):
-            with hostfile.locked(change.path):
-                hostfile.write_atomic(change.path, change.new.encode())
-            written.append(snap)
-            progress(f"wrote {change.path} (backup in {paths.remap_backups / stamp})")
-    except DevboxError:
-        for snap in written:
-            snap.restore()
-        raise
-    progress("restarting dockerd: " + " && ".join(shlex.join(a) for a in restart_commands))
-    failure = run_restart(restart_commands)
-    if failure is None:
-        failure = _wait_and_verify(paths, user, verify_remap, timeout)
-    if failure is None:
-        return stamp
-    progress(f"failed: {failure}; rolling back")
-    for snap in snapshots:
-        with hostfile.locked(snap.path):
-            snap.restore()
-    second = run_restart(restart_commands)
-    if second is None:
-        second = _wait_and_verify(paths, user, False, timeout)
-    if second is not None:
-        raise RollbackError(
-            f"{failure}; the files were restored byte-for-byte, but dockerd did not come back on the old "
-            f"configuration either: {second}",
-            hint="check `journalctl -u docker` / the daemon log; backups are in " + str(paths.remap_backups / stamp),
-        )
-    raise HostError(f"{failure}; rolled back: every file is byte-identical to before and dockerd runs on the old configuration",
-                    hint="see `devbox remap` for the details")
-
-
-def record(paths: Paths, user: User, stamp: str, changes: tuple[FileChange, ...]) -> None:
-    journal = Journal.load(paths.remap_journal)
-    journal.applies.append({
-        "stamp": stamp,
-        "user": user.name,
-        "files": [
-            {
-                "path": str(c.path),
-                "existed": c.existed,
-                "before_sha256": hostfile.sha256(c.old.encode()) if c.existed else None,
-                "after_sha256": hostfile.sha256(c.new.encode()),
-                "backup": str(paths.remap_backups / stamp / str(c.path).strip("/").replace("/", "_")) if c.existed else None,
-                "added": list(c.added),
-                "removed": list(c.removed),
-                "json_key": KEY if c.path == paths.daemon_json else None,
-                "json_before": c.json_before,
-            }
-            for c in changes
-        ],
-    })
-    journal.save()
-
-
-def plan_revert(paths: Paths) -> tuple[FileChange, ...]:
-    """The inverse of every recorded apply, against the files as they are now."""
-    journal = Journal.load(paths.remap_journal)
-    current: dict[Path, str] = {}
-    existed: dict[Path, bool] = {}
-    reasons: dict[Path, list[str]] = {}
-    for entry in reversed(journal.applies):
-        for f in entry["files"]:
-            path = Path(f["path"])
-            if path not in current:
-                text = host.read_text(path)
-                current[path] = text or ""
-                existed[path] = text is not None
-            text = current[path]
-            backup = f.get("backup")
-            if hostfile.sha256(text.encode()) == f["after_sha256"] and (backup or not f["existed"]):
-                # untouched since devbox wrote it: the backup is the exact earlier state
-                if f["existed"]:
-                    current[path] = Path(backup).read_text()
-                else:
-                    current[path] = ""
-                    existed[path] = False
-                reasons.setdefault(path, []).append(f"restored the copy saved at {entry['stamp']}")
-            elif f.get("json_key"):
-                data = json.loads(text) if text.strip() else {}
-                if f["json_before"] is None:
-                    data.pop(f["json_key"], None)
-                else:
-                    data[f["json_key"]] = f["json_before"]
-                current[path] = json.dumps(data, indent=_indent_of(text)) + "\n"
-                reasons.setdefault(path, []).append(f"put \"{f['json_key']}\" back as it was (file changed since)")
-            else:
-                lines = text.splitlines()
-                for line in f["added"]:
-                    if line in lines:
-                        lines.remove(line)
-                lines += [line for line in f["removed"] if line not in lines]
-                current[path] = "\n".join(lines) + ("\n" if lines else "")
-                reasons.setdefault(path, []).append("removed the lines devbox added, put back the ones it removed "
-                                                    "(file changed since devbox wrote it)")
-    changes = []
-    for path, text in current.items():
-        now = host.read_text(path)
-        if now == text and (now is not None) == existed[path]:
-            continue
-        if not existed[path]:
-            # devbox created this file: remove it
-            changes.append(FileChange(path, now or "", "", True, tuple(reasons[path]) + ("remove the file devbox created",)))
-        else:
-            changes.append(FileChange(path, now or "", text, now is not None, tuple(reasons[path])))
-    return tuple(changes)
-
-
-def finish_revert(paths: Paths) -> None:
-    journal = paths.remap_journal
-    if journal.exists():
-        journal.rename(journal.with_name(f"journal.reverted-{hostfile.timestamp()}.json"))
+def apply_plan(paths: Paths, user: User, p: Plan, restart_cmd: str | None,
+               progress: Callable[[str], None] = lambda _: None) -> str:
+    """Carry out ``p`` (safely, see :func:`devbox.hostchange.execute`), prove it, record it for --revert."""
+    stamp = hostchange.execute(paths, p.changes, hostchange.restart_argv(paths, restart_cmd),
+                               verify=lambda: verify_live(paths, user), progress=progress)
+    if p.changes:
+        hostchange.record(paths, user.name, stamp, p.changes)
+    return stamp
 
 
 # --- commands (what the CLI calls) ----------------------------------------------------
@@ -860,12 +630,12 @@ def change_command(
             console.diff(c.diff())
         if p.restart_reason:
             console.say(p.restart_reason)
-        if not validate_available():
+        if not hostchange.validate_available():
             console.info("note: this dockerd has no --validate (it arrived in Docker 23); the restart itself is the test, with rollback")
     if dry_run:
         return Exit.OK
-    problem = validate_config(next((c.new for c in p.changes if c.path == paths.daemon_json), "")) \
-        if any(c.path == paths.daemon_json for c in p.changes) else None
+    new_json = next((c.new for c in p.changes if c.path == paths.daemon_json), None)
+    problem = hostchange.validate_config(new_json) if new_json is not None else None
     if problem:
         raise ConfigError(f"dockerd --validate rejects the new daemon.json: {problem}", where=str(paths.daemon_json))
     if state.engine is not None and not state.engine.userns:
@@ -874,10 +644,7 @@ def change_command(
                      f"{target.uid}.{target.gid}); nothing is deleted, and `devbox remap --revert` shows them again")
     if not yes and not console.confirm("Apply these changes and restart dockerd?"):
         raise DevboxError("not confirmed; nothing was changed", hint="re-run with --yes to skip the question")
-    stamp = execute(paths, target, p.changes, restart_argv(paths, restart_cmd), verify_remap=True,
-                    progress=console.info)
-    if p.changes:
-        record(paths, target, stamp, p.changes)
+    stamp = apply_plan(paths, target, p, restart_cmd, progress=console.info)
     console.say(f"remap configured and proven: container root = host uid {target.uid} ({target.name}); "
                 f"backups in {paths.remap_backups / stamp}", style="green")
     return Exit.OK
@@ -888,7 +655,7 @@ def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str 
 
     if not dry_run:
         _require_root(["--revert"] + (["--restart-cmd", restart_cmd] if restart_cmd else []))
-    changes = plan_revert(paths)
+    changes = hostchange.plan_revert(paths)
     if json_out:
         console.emit_json({"schema": "devbox.remap-revert/1", "changes": [
             {"path": str(c.path), "reasons": list(c.reasons), "diff": c.diff()} for c in changes], "dry_run": dry_run})
@@ -905,40 +672,10 @@ def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str 
         return Exit.OK
     if not yes and not console.confirm("Revert these changes and restart dockerd?"):
         raise DevboxError("not confirmed; nothing was changed", hint="re-run with --yes to skip the question")
-    removals = [c for c in changes if c.new == "" and "remove the file devbox created" in c.reasons]
-    writes = tuple(c for c in changes if c not in removals)
-    # the revert proves only that dockerd comes back; there is no remap left to prove
-    stamp = _execute_revert(paths, writes, removals, restart_argv(paths, restart_cmd), console.info)
-    finish_revert(paths)
+    # the revert proves only that dockerd comes back: there is no remap left to prove
+    stamp = hostchange.execute(paths, changes, hostchange.restart_argv(paths, restart_cmd), verify=None,
+                               progress=console.info)
+    hostchange.finish_revert(paths)
     console.say(f"reverted; the state before devbox is back (copies of what was replaced: {paths.remap_backups / stamp})",
                 style="green")
     return Exit.OK
-
-
-def _execute_revert(paths: Paths, writes: tuple[FileChange, ...], removals: list[FileChange],
-                    restart_commands: list[list[str]], progress: Callable[[str], None]) -> str:
-    stamp = hostfile.timestamp()
-    snapshots = [hostfile.Snapshot.take(c.path) for c in (*writes, *removals)]
-    for snap in snapshots:
-        hostfile.backup(snap, paths.remap_backups, stamp)
-    for c in writes:
-        with hostfile.locked(c.path):
-            hostfile.write_atomic(c.path, c.new.encode())
-    for c in removals:
-        hostfile.remove(c.path)
-    failure = run_restart(restart_commands)
-    if failure is None:
-        from devbox import engine as engine_mod
-
-        if not engine_mod.wait_until_up(60):
-            failure = "dockerd did not come back within 60s"
-    if failure is None:
-        return stamp
-    progress(f"failed: {failure}; rolling back")
-    for snap in snapshots:
-        snap.restore()
-    second = run_restart(restart_commands)
-    raise (RollbackError if second else HostError)(
-        f"{failure}; files restored" + (f", but dockerd did not restart: {second}" if second else ", dockerd restarted"),
-    )
-

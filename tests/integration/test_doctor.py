@@ -372,7 +372,9 @@ def test_leaked_files_privileged_container_and_watcher(
     assert found["watcher.running"]["evidence"][0] == f"{pidfile}: pid {dead.pid} is not running (the watcher died; its log: {log})"
     assert found["watcher.running"]["status"] == "warn"
     # a live one, and its records are what doctor reports
-    pidfile.write_text(f"{os.getpid()}\n")
+    # (a process whose command line is the background watcher's: doctor checks it is one, not a reused pid)
+    live = subprocess.Popen(["sh", "-c", "sleep 300", "devbox", "watch", "--background"])
+    pidfile.write_text(f"{live.pid}\n")
     records = RecordLog(pidfile.with_name("leaky.leaks.jsonl"))
     records.write(Leak(f"{data}/n/pkg", 101000, 101000, Kind.SUBORDINATE, 1000, 1000, ("runtime",), is_dir=True))
     records.close()
@@ -382,4 +384,5 @@ def test_leaked_files_privileged_container_and_watcher(
         f"1 leaked path(s) from the watcher's records ({records.path})",
         "1 path(s) owned by container uid 1000 (host uid 101000, service runtime): data/n/pkg/",
     ]
+    live.kill()
     d.docker("rm", "-f", f"leaky-run-{SESSION}", f"leaky-priv-{SESSION}")
