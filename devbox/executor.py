@@ -358,10 +358,11 @@ def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _
         h = svc.healthcheck
         limit = h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 10
     now = time.time()
+    deadline = now + limit
     # Subscribed before the first look; `since` replays what happened in between,
     # and `until` makes the engine end the stream at the deadline.
     events = call(lambda: client.api.events(
-        since=f"{now - 1:.9f}", until=f"{now + limit:.9f}", decode=True,
+        since=f"{now - 1:.9f}", until=f"{deadline:.9f}", decode=True,
         filters={"container": [target], "type": ["container"], "event": ["start", "die", "health_status"]},
     ))
     try:
@@ -369,8 +370,10 @@ def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _
             state = call(lambda: client.api.inspect_container(target))["State"]
             if _reached(client, dep, state, name, waiter):
                 return
-            if call(lambda: next(events, None)) is None:
+            if time.time() >= deadline:
                 raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s", hint=f"see devbox logs {dep.service}")
+            if call(lambda: next(events, None)) is None:
+                time.sleep(0.1)  # the stream ended early: keep looking until the deadline
     finally:
         events.close()
 
