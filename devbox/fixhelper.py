@@ -12,14 +12,11 @@ command would hand the files to real root.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import os
 import shutil
-import subprocess
-import tarfile
 from typing import TYPE_CHECKING, Sequence
 
+from devbox import hostimage
 from devbox.engine import fast_call
 from devbox.errors import DevboxError, EngineError
 
@@ -37,62 +34,17 @@ ARGS_BUDGET = 96 * 1024
 # --- the image ----------------------------------------------------------------------
 
 
-def _chown_and_libraries() -> list[tuple[str, str]]:
-    """``(path in image, host file)`` for the host's chown and the shared objects it loads."""
+def image_tar() -> bytes:
+    """The host's chown and its libraries, plus the /fix mount point."""
     found = shutil.which("chown")
     if found is None:
         raise DevboxError("no chown on this host's PATH: the fix helper image is built from it", hint="install coreutils")
-    host = os.path.realpath(found)
-    files = [(CHOWN_IN_IMAGE, host)]
-    try:
-        out = subprocess.run(["ldd", host], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    for line in out.splitlines():
-        for token in line.split():
-            if token.startswith("/"):
-                files.append((token, os.path.realpath(token)))
-    return files
-
-
-def image_tar() -> bytes:
-    """A deterministic rootfs tarball: same host files, same bytes, same tag."""
-    buf = io.BytesIO()
-    files = _chown_and_libraries()
-    dirs = {"/proc", "/dev", "/sys", "/tmp", "/etc", "/fix"}
-    for inside, _ in files:
-        parent = os.path.dirname(inside)
-        while parent not in ("/", ""):
-            dirs.add(parent)
-            parent = os.path.dirname(parent)
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for d in sorted(dirs):
-            info = tarfile.TarInfo(d.lstrip("/"))
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        seen: set[str] = set()
-        for inside, host in files:
-            if inside in seen:
-                continue
-            seen.add(inside)
-            with open(host, "rb") as fh:
-                data = fh.read()
-            info = tarfile.TarInfo(inside.lstrip("/"))
-            info.size = len(data)
-            info.mode = 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return hostimage.rootfs_tar(hostimage.program_files(found, CHOWN_IN_IMAGE), dirs=("/fix",))
 
 
 def ensure_image(api: Api) -> str:
     """The helper image's reference, importing it when the daemon lacks it."""
-    data = image_tar()
-    ref = f"{HELPER_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
-    if not fast_call(lambda: api.image_exists(ref)):
-        repo, tag = ref.split(":")
-        fast_call(lambda: api.import_image(data, repo, tag))
-    return ref
+    return hostimage.ensure(api, HELPER_REPO, image_tar())
 
 
 # --- may the helper run on this engine? ---------------------------------------------

@@ -11,17 +11,14 @@ works on a daemon with no images at all, right after remap is switched on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import os
 import shutil
-import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devbox import hostimage
 from devbox.engine import fast_call
 from devbox.idmap import IdMap, parse_proc_map
 
@@ -62,63 +59,14 @@ class ProbeResult:
 # --- the image ----------------------------------------------------------------
 
 
-def _shell_and_libraries() -> list[tuple[str, str]]:
-    """``(path in image, host file)`` for /bin/sh and the shared objects it loads."""
-    shell = os.path.realpath("/bin/sh")
-    files = [("/bin/sh", shell)]
-    try:
-        out = subprocess.run(["ldd", shell], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    for line in out.splitlines():
-        for token in line.split():
-            if token.startswith("/"):
-                files.append((token, os.path.realpath(token)))
-    return files
-
-
 def image_tar() -> bytes:
-    """A deterministic rootfs tarball: same host files, same bytes, same tag."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        dirs = {"/probe", "/proc", "/dev", "/sys", "/tmp", "/etc"}
-        files = _shell_and_libraries()
-        for inside, _ in files:
-            parent = os.path.dirname(inside)
-            while parent not in ("/", ""):
-                dirs.add(parent)
-                parent = os.path.dirname(parent)
-        for d in sorted(dirs):
-            info = tarfile.TarInfo(d.lstrip("/"))
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        seen = set()
-        for inside, host in files:
-            if inside in seen:
-                continue
-            seen.add(inside)
-            with open(host, "rb") as fh:
-                data = fh.read()
-            info = tarfile.TarInfo(inside.lstrip("/"))
-            info.size = len(data)
-            info.mode = 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _image_ref(data: bytes) -> str:
-    return f"{PROBE_REPO}:{hashlib.sha256(data).hexdigest()[:12]}"
+    """/bin/sh and its libraries, plus the /probe mount point."""
+    return hostimage.rootfs_tar(hostimage.program_files("/bin/sh", "/bin/sh"), dirs=("/probe",))
 
 
 def ensure_image(api: Api) -> str:
     """The probe image's reference, importing it when the daemon lacks it."""
-    data = image_tar()
-    ref = _image_ref(data)
-    if not fast_call(lambda: api.image_exists(ref)):
-        repo, tag = ref.split(":")
-        fast_call(lambda: api.import_image(data, repo, tag))
-    return ref
+    return hostimage.ensure(api, PROBE_REPO, image_tar())
 
 
 # --- running it ---------------------------------------------------------------
