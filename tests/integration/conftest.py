@@ -99,6 +99,18 @@ def remap_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
 
 
 @pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """devbox's environment in an /etc sandbox: its own state dirs, daemon.json in the sandbox, the test user."""
+    return {
+        "DEVBOX_DAEMON_JSON": "/etc/docker/daemon.json",
+        "DEVBOX_SYSTEM_STATE_DIR": str(tmp_path / "state"),
+        "DEVBOX_STATE_DIR": str(tmp_path / "user-state"),
+        "SUDO_USER": TEST_USER,
+        "COLUMNS": "200",
+    }
+
+
+@pytest.fixture
 def etc_sandbox(test_user: dict[str, object], request: pytest.FixtureRequest) -> Iterator[EtcSandbox]:
     """A fresh /etc overlay (over the suite's) for tests that edit host configuration."""
     sb = EtcSandbox(request.node.name[:20].replace("[", "-").replace("]", ""))

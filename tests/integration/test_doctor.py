@@ -25,17 +25,6 @@ REMAP_IDS = ("subuid.own-line", "subuid.accounts", "subuid.overlap", "subuid.ran
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "DEVBOX_DAEMON_JSON": "/etc/docker/daemon.json",
-        "DEVBOX_SYSTEM_STATE_DIR": str(tmp_path / "state"),
-        "DEVBOX_STATE_DIR": str(tmp_path / "user-state"),
-        "SUDO_USER": USER,
-        "COLUMNS": "200",
-    }
-
-
-@pytest.fixture
 def project(request: pytest.FixtureRequest) -> Iterator[Path]:
     """A project directory owned by the test user, where remapped containers can reach it."""
     root = RUN / f"proj-{SESSION}-{request.node.name[:24]}"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 
 from harness.daemon import PrivateDaemon
 from harness.sandbox import EtcSandbox
@@ -13,17 +11,6 @@ from harness.sandbox import EtcSandbox
 USER = "devbox-tester"
 UID = 1500
 FILES = ("/etc/subuid", "/etc/subgid", "/etc/docker/daemon.json")
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "DEVBOX_DAEMON_JSON": "/etc/docker/daemon.json",
-        "DEVBOX_SYSTEM_STATE_DIR": str(tmp_path / "state"),
-        "DEVBOX_STATE_DIR": str(tmp_path / "user-state"),
-        "SUDO_USER": USER,
-        "COLUMNS": "200",
-    }
 
 
 def _setup(sb: EtcSandbox, name: str, subuid: str, subgid: str | None = None,
