@@ -132,6 +132,18 @@ class EngineInfo:
     def userns(self) -> bool:
         return any(opt.split(",")[0] == "name=userns" for opt in self.security_options)
 
+    def root_mismatch(self, name: str, uid: int, gid: int) -> str | None:
+        """Why container root on this engine is *not* host ``uid:gid`` — or ``None`` when it is."""
+        if self.rootless:
+            return None  # rootless: container root is whoever runs the engine
+        if not self.userns:
+            return f"the engine at {self.host} runs containers as real root (no userns-remap)"
+        ids = self.remap_ids()
+        if ids != (uid, gid):
+            got = f"{ids[0]}:{ids[1]}" if ids else "another user"
+            return f"the engine at {self.host} remaps container root to {got}, not to {name} ({uid}:{gid})"
+        return None
+
     def remap_ids(self) -> tuple[int, int] | None:
         """``(uid, gid)`` from a remapped data root ``…/UID.GID``."""
         tail = os.path.basename(self.data_root.rstrip("/"))

@@ -208,7 +208,7 @@ def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_
     from docker.types import Mount as DockerMount
 
     mounts = [DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in svc.mounts]
-    port_bindings: dict[str, list[tuple[str, int]]] = {}
+    port_bindings: dict[int | str, Any] = {}
     for p in svc.ports:
         port_bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port))
     network = svc.network_mode or stack.network
@@ -223,7 +223,7 @@ def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_
     networking = None
     if svc.network_mode is None:
         networking = client.api.create_networking_config(
-            {stack.network: client.api.create_endpoint_config(aliases=[svc.name])}
+            {stack.network: client.api.create_endpoint_config(aliases=[svc.name])}  # type: ignore[arg-type]  # stubs: a dict is right
         )
     health = None
     if svc.healthcheck is not None:
@@ -361,7 +361,7 @@ def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _
     deadline = now + limit
     # Subscribed before the first look; `since` replays what happened in between,
     # and `until` makes the engine end the stream at the deadline.
-    events = call(lambda: client.api.events(
+    events = call(lambda: client.api.events(  # type: ignore[call-overload]  # the API takes fractional seconds
         since=f"{now - 1:.9f}", until=f"{deadline:.9f}", decode=True,
         filters={"container": [target], "type": ["container"], "event": ["start", "die", "health_status"]},
     ))

@@ -63,12 +63,9 @@ def engine_fit(api: Api, user: HostUser) -> EngineFit:
     info = engine.info(api)
     if info.rootless:
         return EngineFit(True, f"rootless engine at {info.host}")
-    if not info.userns:
-        return EngineFit(False, f"the engine at {info.host} runs containers as real root (no userns-remap)")
-    ids = info.remap_ids()
-    if ids != (user.uid, user.gid):
-        got = f"{ids[0]}:{ids[1]}" if ids else "another user"
-        return EngineFit(False, f"the engine at {info.host} remaps container root to {got}, not to {user.name} ({user.uid}:{user.gid})")
+    mismatch = info.root_mismatch(user.name, user.uid, user.gid)
+    if mismatch is not None:
+        return EngineFit(False, mismatch)
     return EngineFit(True, f"the engine at {info.host} remaps container root to {user.name}")
 
 

@@ -75,7 +75,7 @@ def image(client: docker.DockerClient, ref: str) -> ObservedImage | None:
     import requests.exceptions
 
     try:
-        raw = client.api.inspect_image(ref)
+        raw = client.api.inspect_image(ref)  # type: ignore[no-untyped-call]
     except docker.errors.NotFound:
         return None
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:

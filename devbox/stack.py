@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from devbox import config, console
 from devbox.engine import call
@@ -117,12 +117,9 @@ def remap_verdict(client: docker.DockerClient, paths: Paths) -> RemapVerdict:
     info = engine.info(client, version=False)
     if info.rootless:
         return RemapVerdict(True, "rootless engine: container root is you")
-    if not info.userns:
-        return RemapVerdict(False, f"the engine at {info.host} runs containers as real root (no userns-remap)")
-    ids = info.remap_ids()
-    if ids != (user.uid, user.gid):
-        got = f"{ids[0]}:{ids[1]}" if ids else "another user"
-        return RemapVerdict(False, f"the engine remaps container root to {got}, not to {user.name} ({user.uid}:{user.gid})")
+    mismatch = info.root_mismatch(user.name, user.uid, user.gid)
+    if mismatch is not None:
+        return RemapVerdict(False, mismatch)
     pid = host.find_dockerd_pid(paths)
     started = ""
     if pid is not None:
@@ -389,8 +386,13 @@ def logs(service: str, *, follow: bool, tail: str = "all", start: Path | None = 
     if not found:
         raise DevboxError(f"service {service} has no container", hint="run 'devbox up'")
     cid = found[0].id
+    lines: int | Literal["all"] = "all"
+    if tail != "all":
+        if not tail.isdigit():
+            raise DevboxError(f"--tail {tail!r} is not a number of lines", hint="give a number, or 'all'")
+        lines = int(tail)  # the SDK quietly turns a string into 'all'
     if follow:
-        stream = call(lambda: client.api.logs(cid, stream=True, follow=True, tail=tail))
+        stream = call(lambda: client.api.logs(cid, stream=True, follow=True, tail=lines))
 
         def relay() -> None:
             for chunk in stream:
@@ -398,7 +400,7 @@ def logs(service: str, *, follow: bool, tail: str = "all", start: Path | None = 
 
         call(relay)
     else:
-        console.raw(call(lambda: client.api.logs(cid, tail=tail)))
+        console.raw(call(lambda: client.api.logs(cid, tail=lines)))
     return Exit.OK
 
 
@@ -453,8 +455,10 @@ def profiles(*, json_out: bool, start: Path | None = None) -> Exit:
         console.emit_json({"schema": "devbox.profiles/1", "current": current, "profiles": data})
         return Exit.OK
     rows = []
-    for p in data:
-        tools = ", ".join(f"{s['name']}: {s['toolchain'] or s['image']}" for s in p["services"])
-        rows.append([("* " if p["current"] else "  ") + p["name"], tools, p["description"]])
+    for name, prof in sorted(found.items()):
+        tools = ", ".join(
+            f"{s.name}: {(s.build.args_dict.get('TOOLCHAIN') if s.build else None) or s.image}" for s in prof.services
+        )
+        rows.append([("* " if name == current else "  ") + name, tools, prof.description])
     console.table(["profile", "services", "description"], rows)
     return Exit.OK

@@ -143,7 +143,7 @@ def test_up_refuses_when_root_maps_to_someone_else(engine: PrivateDaemon) -> Non
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr == (
         "devbox: error: refusing to start services that bind-mount your files (editor, runtime): "
-        "the engine remaps container root to 1500:1500, not to devbox-other (1501:1501); files they write would not be yours "
+        f"the engine at {engine.host} remaps container root to 1500:1500, not to devbox-other (1501:1501); files they write would not be yours "
         "— run 'sudo devbox remap --apply' (or set [remap] policy = \"warn\" in devbox.toml)\n"
     )
 
@@ -242,6 +242,11 @@ def test_python_stack_lifecycle(engine: PrivateDaemon) -> None:
     assert r.stdout == "python 3.13 rows 3\n"
     r = ok(devbox(engine, root, "logs", "db"))
     assert "database system is ready to accept connections" in r.stdout + r.stderr
+    everything = (r.stdout + r.stderr).splitlines()
+    r = ok(devbox(engine, root, "logs", "db", "--tail", "2"))
+    assert (r.stdout + r.stderr).splitlines() == everything[-2:]
+    r = devbox(engine, root, "logs", "db", "--tail", "ten")
+    assert (r.returncode, r.stderr) == (2, "devbox: error: --tail 'ten' is not a number of lines — give a number, or 'all'\n")
     assert owners(root) == {}
 
     ok(devbox(engine, root, "down", "--volumes"))
