@@ -48,6 +48,12 @@ def test_fresh_host_check_apply_prove_idempotent_revert(etc_sandbox: EtcSandbox,
     assert "no line for devbox-tester in /etc/subuid" in r.stdout
     assert "fix: sudo devbox remap --apply" in r.stdout
 
+    r = sb.devbox("remap", "--apply", "--dry-run", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "--- /etc/subuid (now)\n+++ /etc/subuid (devbox)\n@@ -0,0 +1,2 @@\n+devbox-tester:1500:1\n+devbox-tester:100000:65536\n" in r.stdout
+    assert '+  "userns-remap": "devbox-tester"' in r.stdout
+    assert _snapshot(sb) == before  # a dry run changes nothing
+
     r = sb.devbox("remap", "--apply", "--yes", "--restart-cmd", sb.restart_cmd(d), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "remap configured and proven: container root = host uid 1500" in r.stdout
