@@ -51,12 +51,7 @@ def main() -> None:
     project = RUN / f"bench-doctor-project-{os.getpid()}"
     sb = EtcSandbox("bench-doctor")
     try:
-        sb.run(["useradd", "--uid", str(UID), "--user-group", "--no-create-home", "--home-dir", "/nonexistent", USER],
-               check=True)
-        sb.write("/etc/subuid", f"{USER}:{UID}:1\n{USER}:300000:65536\n")
-        sb.write("/etc/subgid", f"{USER}:{UID}:1\n{USER}:300000:65536\n")
-        d = sb.daemon("bench-doctor", config={"userns-remap": USER})
-        sb.start_daemon(d)
+        d = sb.remapped_daemon("bench-doctor", USER, UID)
         for i in range(200):
             (project / "src" / f"d{i}").mkdir(parents=True)
             (project / "src" / f"d{i}" / "f.py").write_text("x = 1\n")

@@ -42,12 +42,7 @@ def main() -> None:
 
     sb = EtcSandbox("bench")
     try:
-        sb.run(["useradd", "--uid", str(UID), "--user-group", "--no-create-home", "--home-dir", "/nonexistent", USER],
-               check=True)
-        sb.write("/etc/subuid", f"{USER}:{UID}:1\n{USER}:300000:65536\n")
-        sb.write("/etc/subgid", f"{USER}:{UID}:1\n{USER}:300000:65536\n")
-        d = sb.daemon("bench", config={"userns-remap": USER})
-        sb.start_daemon(d)
+        d = sb.remapped_daemon("bench", USER, UID)
         env = {**os.environ, **d.env, "DEVBOX_DAEMON_JSON": "/etc/docker/daemon.json", "SUDO_USER": USER}
         devbox = sb.argv([sys.executable, "-m", "devbox", "remap", "--user", USER])
         timed(devbox, env)  # warm: imports the probe image once, as a first real run would

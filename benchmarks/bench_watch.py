@@ -291,12 +291,7 @@ def bench_container(base: Path, quick: bool) -> dict[str, Any]:
             os.chown(os.path.join(dirpath, f), uid, uid)
     sb = EtcSandbox("bench-watch")
     try:
-        sb.run(["useradd", "--uid", str(uid), "--user-group", "--no-create-home", "--home-dir", "/nonexistent", name],
-               check=True)
-        sb.write("/etc/subuid", f"{name}:{uid}:1\n{name}:{first}:65536\n")
-        sb.write("/etc/subgid", f"{name}:{uid}:1\n{name}:{first}:65536\n")
-        d = sb.daemon("bench-watch", config={"userns-remap": name})
-        sb.start_daemon(d)
+        d = sb.remapped_daemon("bench-watch", name, uid, first=first)
         import_base_images(d, ("bookworm",))
         user = HostUser(name, uid, uid)
         attr = load_attribution(user, {5: ("db",)}, subuid=sb.path("/etc/subuid"), subgid=sb.path("/etc/subgid"))

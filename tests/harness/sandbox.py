@@ -116,6 +116,17 @@ class EtcSandbox:
 
         return shlex.join(self.ctl_argv(d, "restart"))
 
+    def remapped_daemon(self, name: str, user: str, uid: int, first: int = 300000) -> PrivateDaemon:
+        """Create ``user`` (uid = gid = ``uid``) in the sandbox with ``USER:UID:1`` then a range from
+        ``first``, and start a dockerd remapped to it: container root is host ``uid``."""
+        self.run(["useradd", "--uid", str(uid), "--user-group", "--no-create-home", "--home-dir", "/nonexistent", user],
+                 check=True)
+        for f in ("/etc/subuid", "/etc/subgid"):
+            self.write(f, f"{user}:{uid}:1\n{user}:{first}:65536\n")
+        d = self.daemon(name, config={"userns-remap": user})
+        self.start_daemon(d)
+        return d
+
     def close(self) -> None:
         for d in self.daemons:
             d.in_namespace = self.pid
