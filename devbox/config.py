@@ -422,20 +422,24 @@ def _check_target(ck: _Checker, path: KeyPath, target: object) -> str:
     return text
 
 
-def _check_volume(ck: _Checker, path: KeyPath, value: object) -> dict[str, Any]:
+def _mount_spec(ck: _Checker, path: KeyPath, value: object, first: str, keys: Sequence[str]) -> dict[str, Any]:
+    """``FIRST:TARGET[:ro]`` or a table with ``first`` and ``target``, as a table."""
     if isinstance(value, str):
         parts = value.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise ck.fail(path, f"{format_path(path)}: '{value}' is not NAME:TARGET[:ro]")
-        table: dict[str, Any] = {"name": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
-    elif isinstance(value, dict):
-        table = value
-        ck.keys(path, table, VOLUME_KEYS)
-        for need in ("name", "target"):
-            if need not in table:
+            raise ck.fail(path, f"{format_path(path)}: '{value}' is not {first.upper()}:TARGET[:ro]")
+        return {first: parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
+    if isinstance(value, dict):
+        ck.keys(path, value, keys)
+        for need in (first, "target"):
+            if need not in value:
                 raise ck.fail(path, f"{format_path(path)} needs '{need}'")
-    else:
-        raise ck.wrong_type(path, "a string or a table", value)
+        return value
+    raise ck.wrong_type(path, "a string or a table", value)
+
+
+def _check_volume(ck: _Checker, path: KeyPath, value: object) -> dict[str, Any]:
+    table = _mount_spec(ck, path, value, "name", VOLUME_KEYS)
     name = ck.string((*path, "name"), table["name"])
     if not _VOLUME_RE.match(name):
         raise ck.fail((*path, "name"), f"{format_path((*path, 'name'))}: '{name}' is not a volume name (letters, digits, _ . -)")
@@ -447,19 +451,7 @@ def _check_volume(ck: _Checker, path: KeyPath, value: object) -> dict[str, Any]:
 
 
 def _check_mount(ck: _Checker, path: KeyPath, value: object) -> dict[str, Any]:
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise ck.fail(path, f"{format_path(path)}: '{value}' is not SOURCE:TARGET[:ro]")
-        table: dict[str, Any] = {"source": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
-    elif isinstance(value, dict):
-        table = value
-        ck.keys(path, table, MOUNT_KEYS)
-        for need in ("source", "target"):
-            if need not in table:
-                raise ck.fail(path, f"{format_path(path)} needs '{need}'")
-    else:
-        raise ck.wrong_type(path, "a string or a table", value)
+    table = _mount_spec(ck, path, value, "source", MOUNT_KEYS)
     return {
         "source": ck.string((*path, "source"), table["source"]),
         "target": _check_target(ck, (*path, "target"), table["target"]),
