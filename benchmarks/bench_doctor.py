@@ -14,31 +14,17 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness.daemon import RUN  # noqa: E402
+from timing import p90, timed  # noqa: E402
 from harness.sandbox import EtcSandbox  # noqa: E402
 
 USER, UID = "devbox-bench", 1600
-
-
-def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
-    start = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if r.returncode not in ok:
-        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
-    return elapsed, r.stdout
-
-
-def p90(xs: list[float]) -> float:
-    return sorted(xs)[max(0, int(0.9 * len(xs)) - 1)]
 
 
 def main() -> None:

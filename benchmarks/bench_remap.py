@@ -11,26 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from timing import p90, timed  # noqa: E402
 from harness.sandbox import EtcSandbox  # noqa: E402
 
 USER, UID = "devbox-bench", 1600
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
-    return elapsed
 
 
 def main() -> None:
@@ -51,18 +41,18 @@ def main() -> None:
         timed(bare, env)
         t_devbox, t_bare = [], []
         for _ in range(args.runs):  # interleaved, so drift hits both alike
-            t_devbox.append(timed(devbox, env))
-            t_bare.append(timed(bare, env))
+            t_devbox.append(timed(devbox, env)[0])
+            t_bare.append(timed(bare, env)[0])
         help_argv = [sys.executable, "-m", "devbox", "--help"]
         timed(help_argv, env)
-        t_help = [timed(help_argv, env) for _ in range(args.runs)]
+        t_help = [timed(help_argv, env)[0] for _ in range(args.runs)]
     finally:
         sb.close()
 
     md, mb, mh = statistics.median(t_devbox), statistics.median(t_bare), statistics.median(t_help)
     print(f"runs: {args.runs} each, interleaved; daemon: private dockerd with userns-remap")
-    print(f"devbox remap (check + probe)   median {md * 1000:7.1f} ms   p90 {sorted(t_devbox)[int(0.9 * len(t_devbox)) - 1] * 1000:7.1f} ms")
-    print(f"docker run --rm (same image)   median {mb * 1000:7.1f} ms   p90 {sorted(t_bare)[int(0.9 * len(t_bare)) - 1] * 1000:7.1f} ms")
+    print(f"devbox remap (check + probe)   median {md * 1000:7.1f} ms   p90 {p90(t_devbox) * 1000:7.1f} ms")
+    print(f"docker run --rm (same image)   median {mb * 1000:7.1f} ms   p90 {p90(t_bare) * 1000:7.1f} ms")
     print(f"ratio devbox/docker            {md / mb:5.2f}x   (target <= 1.30x)")
     print(f"devbox --help                  median {mh * 1000:7.1f} ms   (target <= 250 ms)")
 
