@@ -52,10 +52,10 @@ def remap(
     restart_cmd: Optional[str] = typer.Option(None, "--restart-cmd", help="How to restart dockerd (default: systemctl, else service)."),
     no_probe: bool = typer.Option(False, "--no-probe", help="Skip the probe container (check only)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the evidence for every check."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the evidence for every check."),
 ) -> None:
     """Check (default), apply or revert Docker's user-namespace remap for your user."""
-    from devbox import remap as remap_mod
+    from devbox.remap import command as remap_mod
 
     if apply and revert:
         raise DevboxError("--apply and --revert cannot be combined", hint="pick one")
@@ -78,7 +78,7 @@ def init(
     """Write devbox.toml in the current directory."""
     from pathlib import Path
 
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.init(Path.cwd(), profile)))
 
@@ -90,7 +90,7 @@ def up(
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Run this profile instead of devbox.toml's (not saved)."),
 ) -> None:
     """Converge the stack: build what is missing, (re)create what changed, then attach to the editor."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.up(profile=profile, detach=detach, dry_run=dry_run)))
 
@@ -98,7 +98,7 @@ def up(
 @app.command()
 def switch(profile: str = typer.Argument(..., help="The profile to switch to (see devbox profiles).")) -> None:
     """Switch toolchains: save PROFILE in devbox.toml and recreate only the services that change."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.switch(profile)))
 
@@ -106,7 +106,7 @@ def switch(profile: str = typer.Argument(..., help="The profile to switch to (se
 @app.command()
 def ps(json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout.")) -> None:
     """The stack's containers: state, health, toolchain versions, userns mode."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.ps(json_out=json_out)))
 
@@ -118,7 +118,7 @@ def logs(
     tail: str = typer.Option("all", "--tail", "-n", help="Number of lines from the end, or 'all'."),
 ) -> None:
     """Print a service's output."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.logs(service, follow=follow, tail=tail)))
 
@@ -129,7 +129,7 @@ def exec_(
     command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
 ) -> None:
     """Run a command in a running service as container root (you, under the remap)."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(stack.exec_(service, command))
 
@@ -137,7 +137,7 @@ def exec_(
 @app.command()
 def shell(service: str = typer.Argument(..., help="Service name.")) -> None:
     """An interactive shell in a running service."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(stack.shell(service))
 
@@ -145,7 +145,7 @@ def shell(service: str = typer.Argument(..., help="Service name.")) -> None:
 @app.command()
 def down(volumes: bool = typer.Option(False, "--volumes", "-v", help="Also remove the project's named volumes (database data).")) -> None:
     """Remove the stack's containers and network; volumes are kept unless --volumes."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.down(volumes=volumes)))
 
@@ -153,7 +153,7 @@ def down(volumes: bool = typer.Option(False, "--volumes", "-v", help="Also remov
 @app.command()
 def profiles(json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout.")) -> None:
     """The profiles this project can run, with their toolchains."""
-    from devbox import stack
+    from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.profiles(json_out=json_out)))
 
@@ -165,12 +165,12 @@ def profiles(json_out: bool = typer.Option(False, "--json", help="Machine-readab
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout (schema devbox.doctor/1)."),
     fix: bool = typer.Option(False, "--fix", help="Apply the safe, reversible remap fixes (as remap --apply), then check again."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the evidence for every check."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the evidence for every check."),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="Target user (default: SUDO_USER, then you)."),
     restart_cmd: Optional[str] = typer.Option(None, "--restart-cmd", help="With --fix: how to restart dockerd (default: systemctl, else service)."),
 ) -> None:
     """Diagnose every ownership problem: engine, kernel, subuid/subgid, daemon, probe, project, watcher."""
-    from devbox import doctor as doctor_mod
+    from devbox.doctor import command as doctor_mod
 
     code = doctor_mod.doctor_command(user=user, json_out=json_out, fix=fix, verbose=verbose, restart_cmd=restart_cmd)
     raise typer.Exit(int(code))
@@ -189,7 +189,7 @@ def watch(
     ready_fd: Optional[int] = typer.Option(None, "--ready-fd", hidden=True),
 ) -> None:
     """Flag every file in the work dirs that stops being yours, as it happens, and say which service did it."""
-    from devbox import watchcmd
+    from devbox.watch import commands as watchcmd
 
     code = watchcmd.watch_command(paths or [], json_out=json_out, do_fix=fix, background=background, profile=profile, ready_fd=ready_fd)
     raise typer.Exit(int(code))
@@ -201,7 +201,7 @@ def leaks(
     fix: bool = typer.Option(False, "--fix", help="Chown them back to you: a helper container for container-owned files, a printed sudo command for root's."),
 ) -> None:
     """The files in the work dirs that are not yours (from the watcher's records, re-checked), and who wrote them."""
-    from devbox import watchcmd
+    from devbox.watch import commands as watchcmd
 
     raise typer.Exit(int(watchcmd.leaks_command(json_out=json_out, do_fix=fix)))
 

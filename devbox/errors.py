@@ -44,8 +44,35 @@ class ConfigError(DevboxError):
     """A project file, profile or host configuration file is invalid."""
 
 
+class EngineErrorKind(str, enum.Enum):
+    """What went wrong with an engine request, decided from exception types and HTTP status codes.
+
+    Callers branch on this, never on message text (doctor's fix for ``UNREACHABLE``
+    is to start the daemon; for ``PERMISSION`` it is the socket's group).
+    """
+
+    UNREACHABLE = "unreachable"  # no socket, or nothing listening on it: start the engine
+    PERMISSION = "permission"  # the socket exists but this user may not use it
+    TIMEOUT = "timeout"  # the engine did not answer in time
+    NOT_FOUND = "not-found"  # 404: no such container, image, network, volume
+    CONFLICT = "conflict"  # 409: a name in use, a container already being removed
+    API_TOO_OLD = "api-too-old"  # the engine's API is older than the client asked for
+    BAD_REQUEST = "bad-request"  # 400: the engine refused the request as given
+    REMOTE = "remote"  # DOCKER_HOST is not a local socket
+    PULL_FAILED = "pull-failed"  # a registry could not be reached or refused an image
+    SERVER = "server"  # 5xx or anything else the engine reported
+
+
 class EngineError(DevboxError):
-    """The Docker engine is unreachable or refused a request."""
+    """The engine is unreachable or refused a request; ``kind`` says which way."""
+
+    def __init__(
+        self, message: str, *, kind: EngineErrorKind = EngineErrorKind.SERVER, status: int | None = None,
+        where: str | None = None, hint: str | None = None,
+    ) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.kind = kind
+        self.status = status
 
 
 class HostError(DevboxError):

@@ -19,7 +19,10 @@ def _env_path(name: str, default: str | Path) -> Path:
     return Path(value) if value else Path(default)
 
 
-def _user_state_home() -> Path:
+def _user_state_home(home: Path | None = None) -> Path:
+    """``$XDG_STATE_HOME``, else ``~/.local/state``; for another user (``home``), theirs."""
+    if home is not None:
+        return home / ".local" / "state"
     xdg = os.environ.get("XDG_STATE_HOME")
     return Path(xdg) if xdg else Path.home() / ".local" / "state"
 
@@ -47,12 +50,14 @@ class Paths:
     user_state: Path = dataclasses.field(default_factory=lambda: _user_state_home() / "devbox")
 
     @classmethod
-    def from_env(cls) -> Paths:
+    def from_env(cls, home: Path | None = None) -> Paths:
+        """The locations, with ``DEVBOX_*`` overrides.  ``home``: the user devbox acts for, when that is
+        not the caller (root under sudo: see :func:`devbox.host.user.paths_for`)."""
         return cls(
             daemon_json=_env_path("DEVBOX_DAEMON_JSON", "/etc/docker/daemon.json"),
             docker_pidfile=_env_path("DEVBOX_DOCKER_PIDFILE", "/var/run/docker.pid"),
             system_state=_env_path("DEVBOX_SYSTEM_STATE_DIR", "/var/lib/devbox"),
-            user_state=_env_path("DEVBOX_STATE_DIR", _user_state_home() / "devbox"),
+            user_state=_env_path("DEVBOX_STATE_DIR", _user_state_home(home) / "devbox"),
         )
 
     @property
@@ -69,7 +74,7 @@ class Paths:
 
     # The background watcher's files, per project (contract shared by devbox.watch,
     # `devbox up`/`down` and devbox.doctor): the pidfile holds the watcher's PID as
-    # decimal text; the records are devbox.leaks' JSON-lines file.
+    # decimal text; the records are devbox.watch.leaks' JSON-lines file.
     def watcher_pidfile(self, project: str) -> Path:
         return self.user_state / "watch" / f"{project}.pid"
 

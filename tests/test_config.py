@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from devbox import config
+from devbox.config import resolve as config
+from devbox.core.hashing import config_hash
 from devbox.errors import ConfigError
-from devbox.model import Mount, Port, Profile, Project, RemapPolicy
+from devbox.core.model import Mount, Port, Profile, Project, RemapPolicy
 
 BASE_PROFILE = """\
 description = "test stack"
@@ -171,8 +172,8 @@ image = "busybox"
     assert prof.description == "test stack"
     # same spec -> same hash across profiles; a changed build arg -> new tag -> new hash
     base = project.profile("base")
-    assert config.config_hash(prof.service("db")) == config.config_hash(base.service("db"))
-    assert config.config_hash(runtime) != config.config_hash(base.service("runtime"))
+    assert config_hash(prof.service("db")) == config_hash(base.service("db"))
+    assert config_hash(runtime) != config_hash(base.service("runtime"))
 
 
 def test_image_in_a_later_layer_replaces_inherited_build(env: Env) -> None:
@@ -449,23 +450,23 @@ def test_context_edits_change_the_tag_but_certs_do_not(env: Env) -> None:
     (env.images / "python" / "certs").mkdir()
     (env.images / "python" / "certs" / "host-ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
     same = env.load().stack().service("runtime")
-    assert same.image == before.image and config.config_hash(same) == config.config_hash(before)
+    assert same.image == before.image and config_hash(same) == config_hash(before)
     (env.images / "python" / "Dockerfile").write_text("FROM debian:trixie-slim\n")
     after = env.load().stack().service("runtime")
     assert after.image != before.image
-    assert config.config_hash(after) != config.config_hash(before)
+    assert config_hash(after) != config_hash(before)
 
 
 def test_config_hash_is_stable_and_sensitive() -> None:
-    from devbox.model import Service
+    from devbox.core.model import Service
 
     a = Service(name="x", image="busybox", env=(("A", "1"),))
-    assert config.config_hash(a) == config.config_hash(Service(name="x", image="busybox", env=(("A", "1"),)))
-    assert len(config.config_hash(a)) == 64
-    assert config.config_hash(a) != config.config_hash(Service(name="x", image="busybox", env=(("A", "2"),)))
+    assert config_hash(a) == config_hash(Service(name="x", image="busybox", env=(("A", "1"),)))
+    assert len(config_hash(a)) == 64
+    assert config_hash(a) != config_hash(Service(name="x", image="busybox", env=(("A", "2"),)))
     # the reason is documentation: rewording it must not recreate the container
     b = Service(name="x", image="busybox", userns_mode="host", userns_reason="one")
-    assert config.config_hash(b) == config.config_hash(Service(name="x", image="busybox", userns_mode="host", userns_reason="two"))
+    assert config_hash(b) == config_hash(Service(name="x", image="busybox", userns_mode="host", userns_reason="two"))
 
 
 # --- locating keys ----------------------------------------------------------------------
@@ -558,11 +559,11 @@ def test_shipped_toolchains(shipped: dict[str, Profile], name: str, runtime: str
 def test_switching_python_profiles_keeps_editor_and_db(shipped: dict[str, Profile]) -> None:
     py, py313 = shipped["python"], shipped["python-3.13"]
     for svc in ("editor", "db"):
-        assert config.config_hash(py.service(svc)) == config.config_hash(py313.service(svc))
-    assert config.config_hash(py.service("runtime")) != config.config_hash(py313.service("runtime"))
+        assert config_hash(py.service(svc)) == config_hash(py313.service(svc))
+    assert config_hash(py.service("runtime")) != config_hash(py313.service("runtime"))
     assert py.service("db").volumes == ("devbox-app-pgdata-15",)
     assert shipped["python-3.13-pg17"].service("db").volumes == ("devbox-app-pgdata-17",)
-    assert config.config_hash(shipped["node"].service("editor")) == config.config_hash(py.service("editor"))
+    assert config_hash(shipped["node"].service("editor")) == config_hash(py.service("editor"))
 
 
 def test_ide_profile_serves_on_loopback(shipped: dict[str, Profile]) -> None:

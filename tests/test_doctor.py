@@ -13,10 +13,10 @@ import pytest
 from devbox import doctor
 from devbox.doctor import Check, Result, run_checks
 from devbox.errors import ConfigError, EngineError
-from devbox.findings import Finding
-from devbox.idmap import IdRange
-from devbox.leaks import Kind, Leak
-from devbox.model import Mount, Profile, Service
+from devbox.core.findings import Finding
+from devbox.core.idmap import IdRange
+from devbox.watch.leaks import Kind, Leak
+from devbox.core.model import Mount, Profile, Service
 
 
 def _check(group: str, fid: str, status: str, needs: tuple[str, ...] = (), calls: list[str] | None = None) -> Check:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devbox.errors import HostError
-from devbox.hostfile import Snapshot, backup, locked, write_atomic
+from devbox.host.files import Snapshot, backup, locked, write_atomic
 
 
 def test_lock_is_shadow_compatible_and_released(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_live_holder_is_waited_for(tmp_path: Path) -> None:
     # the same PID holds the lock (a thread), so give the contender its own process
     r = subprocess.run(
         ["python3", "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r});"
-         f"from devbox.hostfile import locked; from pathlib import Path\n"
+         f"from devbox.host.files import locked; from pathlib import Path\n"
          f"with locked(Path({str(f)!r}), delay=0.1): print('second')"],
         capture_output=True, text=True,
     )

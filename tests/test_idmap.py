@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from devbox.idmap import (
+from devbox.core.idmap import (
     DEFAULT_SUB_COUNT,
     DEFAULT_SUB_MAX,
     DEFAULT_SUB_MIN,

@@ -1,14 +1,18 @@
-"""reconcile(desired, observed) -> Plan, asserted as the printed --dry-run text."""
+"""reconcile(desired, observed) -> StackPlan, asserted as the printed --dry-run text."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import graphlib
+
 import pytest
 
-from devbox import config
-from devbox.model import (
+from devbox.config import resolve as config
+from devbox.core.hashing import config_hash
+from devbox.core.model import (
+    find_cycle,
     Build,
     DependsOn,
     Healthcheck,
@@ -20,7 +24,7 @@ from devbox.model import (
     Service,
     Stack,
 )
-from devbox.plan import Action, Plan, reconcile, teardown
+from devbox.stack.reconcile import Action, StackPlan, reconcile, teardown
 
 HEALTH = Healthcheck(test=("CMD", "true"))
 PY_BUILD = Build(context="python", context_dir="/images/python", args=(("DEBIAN_RELEASE", "bookworm"),))
@@ -52,7 +56,7 @@ def converged(desired: Stack, *, status: str = "running") -> Observed:
                 project=desired.project,
                 service=s.name,
                 profile=desired.profile,
-                config_hash=config.config_hash(s),
+                config_hash=config_hash(s),
                 image_id=image_id(s.image),
                 status=status,
             )
@@ -85,7 +89,7 @@ level 2 (after db healthy):
     assert build[0].build == PY_BUILD
     # the executor labels what it creates with the hash the plan carries
     runtime = plan.levels[1][0]
-    assert runtime.config_hash == config.config_hash(basic().service("runtime"))
+    assert runtime.config_hash == config_hash(basic().service("runtime"))
     assert runtime.wait_for == (DependsOn("db", "healthy"),)
     assert not plan.is_noop
 
@@ -108,7 +112,7 @@ def test_changed_hash_recreates_only_that_service() -> None:
     before = basic()
     runtime = dataclasses.replace(before.service("runtime"), env=(("DEBUG", "1"),))
     after = stack(before.service("db"), before.service("editor"), runtime)
-    old, new = config.config_hash(before.service("runtime")), config.config_hash(runtime)
+    old, new = config_hash(before.service("runtime")), config_hash(runtime)
     plan = reconcile(after, converged(before))
     assert str(plan) == f"""\
 level 1:
@@ -195,8 +199,15 @@ level 3 (after api started, worker started):
 def test_levels_reject_a_cycle() -> None:
     a = Service(name="a", image="x", depends_on=(DependsOn("b"),))
     b = Service(name="b", image="x", depends_on=(DependsOn("a"),))
-    with pytest.raises(ValueError, match="depends_on cycle among a, b"):
+    with pytest.raises(graphlib.CycleError) as raised:
         stack(a, b).levels()
+    assert raised.value.args[1] in (["a", "b", "a"], ["b", "a", "b"])
+
+
+def test_find_cycle_names_it_in_dependency_order() -> None:
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"], "d": []}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["a"]}) == ["a", "a"]
+    assert find_cycle({"a": ["b"], "b": []}) is None
 
 
 def test_teardown() -> None:
@@ -226,8 +237,8 @@ def shipped_stack(profiles: dict[str, Profile], name: str) -> Stack:
 def test_switch_python_to_313_recreates_only_runtime(shipped: dict[str, Profile]) -> None:
     before = shipped_stack(shipped, "python")
     after = shipped_stack(shipped, "python-3.13")
-    old = config.config_hash(before.service("runtime"))
-    new = config.config_hash(after.service("runtime"))
+    old = config_hash(before.service("runtime"))
+    new = config_hash(after.service("runtime"))
     plan = reconcile(after, converged(before))
     assert str(plan) == f"""\
 #1 image:{after.service("runtime").image}, BuildImage, not found
@@ -274,6 +285,6 @@ level 2 (after db healthy):
 def test_every_shipped_profile_plans_and_converges(shipped: dict[str, Profile], name: str) -> None:
     desired = shipped_stack(shipped, name)
     first = reconcile(desired, Observed())
-    assert isinstance(first, Plan) and first.operations[0].action is Action.CREATE_NETWORK
+    assert isinstance(first, StackPlan) and first.operations[0].action is Action.CREATE_NETWORK
     assert {op.name for op in first.operations if op.kind == "service"} == set(shipped[name].service_names)
     assert reconcile(desired, converged(desired)).is_noop

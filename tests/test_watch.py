@@ -23,8 +23,8 @@ from typing import Callable
 
 import pytest
 
-from devbox.idmap import IdRange
-from devbox.leaks import (
+from devbox.core.idmap import IdRange
+from devbox.watch.leaks import (
     Attribution,
     HostUser,
     Kind,
@@ -37,16 +37,13 @@ from devbox.leaks import (
     load_records,
     plan_fix,
 )
-from devbox.watch import (
+from devbox.watch.scan import Ignore, outermost, scan, scan_leaks
+from devbox.watch.watcher import (
     Change,
     Coverage,
-    Ignore,
     Reporter,
     Tracker,
     Watcher,
-    _outermost,
-    scan,
-    scan_leaks,
 )
 
 MAP = (IdRange(0, 1500, 1), IdRange(1, 100000, 65536))
@@ -272,7 +269,7 @@ def test_ignore_patterns_match_names_and_root_relative_paths() -> None:
 
 
 def test_outermost_drops_nested_directories() -> None:
-    assert _outermost(["/a/b", "/a", "/ab", "/a/b/c", "/c"]) == ["/a", "/ab", "/c"]
+    assert outermost(["/a/b", "/a", "/ab", "/a/b/c", "/c"]) == ["/a", "/ab", "/c"]
 
 
 # --- tracker ------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from devbox import fixhelper, watcher_proc
-from devbox.model import Service
+from devbox.watch import fixhelper
+from devbox.watch import process as watcher_proc
+from devbox.core.model import Service
 from devbox.paths import Paths
-from devbox.watchcmd import container_uid
 
 
 def test_mount_plan_collapses_parents_and_keeps_entries_unmounted() -> None:
@@ -50,7 +50,7 @@ def test_helper_image_is_deterministic_and_holds_chown() -> None:
 
 @pytest.mark.parametrize(("user", "uid"), [(None, 0), ("5", 5), ("1000:1000", 1000), ("postgres", None), ("node:node", None)])
 def test_container_uid_of_a_service(user: str | None, uid: int | None) -> None:
-    assert container_uid(Service(name="s", image="i", user=user)) == uid
+    assert Service(name="s", image="i", user=user).container_uid == uid
 
 
 # --- the watcher process's states ----------------------------------------------------------------
@@ -166,12 +166,12 @@ def test_cancel_leaves_a_watcher_it_did_not_start_alone(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for root")
 def test_up_as_root_without_sudo_user_starts_no_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from devbox import config
+    from devbox.config import resolve as config
 
     monkeypatch.delenv("SUDO_USER", raising=False)
     monkeypatch.setenv("DEVBOX_STATE_DIR", str(tmp_path / ".state"))
     (tmp_path / "devbox.toml").write_text('name = "p"\n')
-    assert watcher_proc.on_up(config.load(tmp_path), "python") is None
+    assert watcher_proc.on_up(config.find_project(tmp_path), "python") is None
     assert " ".join(capsys.readouterr().err.split()) == (
         "devbox: warning: the ownership watcher was not started: as root every file is yours: there is nothing to watch for — "
         "run devbox as your own user (or with sudo, which sets SUDO_USER)"

@@ -74,7 +74,7 @@ def _assert_remap_ok(found: dict[str, Any]) -> None:
 def _probe_tag() -> str:
     import hashlib
 
-    from devbox.probe import PROBE_REPO, image_tar
+    from devbox.engine.probe import PROBE_REPO, image_tar
 
     return f"{PROBE_REPO}:{hashlib.sha256(image_tar()).hexdigest()[:12]}"
 
@@ -307,7 +307,7 @@ def test_profile_user_in_subordinate_range_writing_the_work_dir(
 def test_leaked_files_privileged_container_and_watcher(
     etc_sandbox: EtcSandbox, env: dict[str, str], project: Path, plain_engine: PrivateDaemon,
 ) -> None:
-    from devbox.leaks import Kind, Leak, RecordLog
+    from devbox.watch.leaks import Kind, Leak, RecordLog
 
     sb = etc_sandbox
     d = _setup(sb, "dr-leak", GOOD, config={"userns-remap": USER})

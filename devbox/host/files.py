@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from devbox.errors import HostError
+
+if TYPE_CHECKING:
+    from devbox.host.user import User
 
 LOCK_TRIES = 15
 
@@ -87,6 +89,19 @@ def _stale(lock: Path) -> bool:
     return not _pid_alive(int(text))
 
 
+def makedirs_owned(directory: Path, owner: User | None) -> None:
+    """``mkdir -p``; with ``owner`` (root acting for a user), each directory it creates becomes theirs."""
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        for d in missing:
+            os.chown(d, owner.uid, owner.gid)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, keep mode and owner, rename, fsync dir."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,10 +139,6 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def sha256(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

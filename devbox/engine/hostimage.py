@@ -15,10 +15,8 @@ import subprocess
 import tarfile
 from typing import TYPE_CHECKING, Iterable
 
-from devbox.engine import fast_call
-
 if TYPE_CHECKING:
-    from devbox.dockerapi import Api
+    from devbox.engine.fastapi import Api
 
 BASE_DIRS = ("/proc", "/dev", "/sys", "/tmp", "/etc")
 
@@ -74,7 +72,7 @@ def reference(repo: str, data: bytes) -> str:
 def ensure(api: Api, repo: str, data: bytes) -> str:
     """The image's reference, importing ``data`` when the daemon lacks it."""
     ref = reference(repo, data)
-    if not fast_call(lambda: api.image_exists(ref)):
+    if not api.image_exists(ref):
         name, tag = ref.split(":")
-        fast_call(lambda: api.import_image(data, name, tag))
+        api.import_image(data, name, tag)
     return ref

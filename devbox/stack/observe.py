@@ -13,8 +13,9 @@ import re
 import tarfile
 from typing import TYPE_CHECKING, Any, Iterable
 
-from devbox.engine import call, translate
-from devbox.model import (
+from devbox.engine.client import call
+from devbox.errors import EngineError, EngineErrorKind
+from devbox.core.model import (
     LABEL_CONFIG_HASH,
     LABEL_PROFILE,
     LABEL_PROJECT,
@@ -71,20 +72,17 @@ def volumes(client: docker.DockerClient, project: str) -> frozenset[str]:
 
 
 def image(client: docker.DockerClient, ref: str) -> ObservedImage | None:
-    import docker.errors
-    import requests.exceptions
-
     try:
-        raw = client.api.inspect_image(ref)  # type: ignore[no-untyped-call]
-    except docker.errors.NotFound:
-        return None
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise translate(exc) from None
+        raw = call(lambda: client.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+    except EngineError as exc:
+        if exc.kind is EngineErrorKind.NOT_FOUND:
+            return None
+        raise
     labels = (raw.get("Config") or {}).get("Labels") or {}
     return ObservedImage(ref=ref, id=raw["Id"], toolchain=labels.get(LABEL_TOOLCHAIN))
 
 
-def observe(client: docker.DockerClient, project: str, image_refs: Iterable[str] = ()) -> Observed:
+def observe_project(client: docker.DockerClient, project: str, image_refs: Iterable[str] = ()) -> Observed:
     """Everything carrying ``devbox.project=project``, plus the images named by ``image_refs`` that exist."""
     found = tuple(i for i in (image(client, ref) for ref in dict.fromkeys(image_refs)) if i is not None)
     return Observed(
@@ -132,13 +130,13 @@ def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
 
 def toolchain_file(client: docker.DockerClient, container_id: str) -> str | None:
     """``/etc/devbox-toolchain`` (written by images/*/Dockerfile), read without starting anything."""
-    import docker.errors
-
     try:
-        stream, _ = client.api.get_archive(container_id, "/etc/devbox-toolchain")
+        stream, _ = call(lambda: client.api.get_archive(container_id, "/etc/devbox-toolchain"))
         data = b"".join(stream)
-    except docker.errors.APIError:
-        return None
+    except EngineError as exc:
+        if exc.kind in (EngineErrorKind.NOT_FOUND, EngineErrorKind.CONFLICT):
+            return None  # no such file, or a container being removed
+        raise
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = next((m for m in tar.getmembers() if m.isfile()), None)
         fh = tar.extractfile(member) if member else None

@@ -1,8 +1,8 @@
 """What a devbox stack *is*: frozen dataclasses, no I/O.
 
-:mod:`devbox.config` builds these from TOML; :mod:`devbox.plan` compares a
-desired :class:`Stack` with what :mod:`devbox.observe` found (the
-``Observed*`` classes at the bottom) and the executor carries the plan out.
+:mod:`devbox.config` builds these from TOML; :mod:`devbox.stack.reconcile`
+compares a desired :class:`Stack` with what :mod:`devbox.stack.observe` found
+(the ``Observed*`` classes at the bottom) and the executor carries the plan out.
 
 Every resource devbox creates carries the labels below; devbox recognises its
 own containers, networks and volumes by them, never by guessing from names.
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import graphlib
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 LABEL_PROJECT = "devbox.project"
 LABEL_SERVICE = "devbox.service"
@@ -130,6 +131,15 @@ class Service:
     def binds(self) -> tuple[Mount, ...]:
         return tuple(m for m in self.mounts if m.kind == "bind")
 
+    @property
+    def container_uid(self) -> int | None:
+        """The container uid the service runs as: its numeric ``user``, 0 (root) without one,
+        ``None`` for a name (resolved inside the image, unknown here)."""
+        if self.user is None:
+            return 0
+        name = self.user.split(":", 1)[0]
+        return int(name) if name.isdigit() else None
+
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
@@ -231,22 +241,33 @@ class Stack:
         }
 
     def levels(self) -> tuple[tuple[str, ...], ...]:
-        """Service names in dependency levels: level N only depends on levels < N.
+        """Service names in dependency levels (see :func:`dependency_levels`)."""
+        return dependency_levels({s.name: [d.service for d in s.depends_on] for s in self.services})
 
-        Services within one level are independent and may start in parallel.
-        Assumes an acyclic graph (config rejects cycles).
-        """
-        deps = {s.name: {d.service for d in s.depends_on} for s in self.services}
-        placed: dict[str, int] = {}
-        levels: list[tuple[str, ...]] = []
-        while len(placed) < len(deps):
-            ready = sorted(n for n, d in deps.items() if n not in placed and d <= placed.keys())
-            if not ready:
-                raise ValueError("depends_on cycle among " + ", ".join(sorted(set(deps) - set(placed))))
-            for n in ready:
-                placed[n] = len(levels)
-            levels.append(tuple(ready))
-        return tuple(levels)
+
+def dependency_levels(graph: Mapping[str, Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    """Names in levels: level N depends only on levels < N, so each level may start in parallel.
+
+    Raises :class:`graphlib.CycleError` (its ``args[1]`` is the cycle, first node repeated last).
+    """
+    sorter = graphlib.TopologicalSorter(graph)
+    sorter.prepare()
+    levels: list[tuple[str, ...]] = []
+    while sorter.is_active():
+        ready = tuple(sorted(sorter.get_ready()))
+        levels.append(ready)
+        sorter.done(*ready)
+    return tuple(levels)
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as ``[a, b, ..., a]`` (a depends on b ...), or ``None``."""
+    try:
+        graphlib.TopologicalSorter({n: graph[n] for n in sorted(graph)}).prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[str] = list(exc.args[1])
+        return cycle[::-1]  # graphlib lists it along reversed edges
+    return None
 
 
 def network_name(project: str) -> str:

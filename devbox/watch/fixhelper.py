@@ -16,13 +16,13 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Sequence
 
-from devbox import hostimage
-from devbox.engine import fast_call
+from devbox.engine import client, hostimage
+from devbox.engine.client import RootVerdict
 from devbox.errors import DevboxError, EngineError
 
 if TYPE_CHECKING:
-    from devbox.dockerapi import Api
-    from devbox.leaks import HostUser
+    from devbox.engine.fastapi import Api
+    from devbox.watch.leaks import HostUser
 
 HELPER_REPO = "devbox/fixer"
 HELPER_LABEL = "devbox.helper"
@@ -50,23 +50,9 @@ def ensure_image(api: Api) -> str:
 # --- may the helper run on this engine? ---------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class EngineFit:
-    ok: bool
-    reason: str
-
-
-def engine_fit(api: Api, user: HostUser) -> EngineFit:
+def engine_fit(api: Api, user: HostUser) -> RootVerdict:
     """Does container root map to ``user`` on this engine (remap to the user, or rootless as the user)?"""
-    from devbox import engine
-
-    info = engine.info(api)
-    if info.rootless:
-        return EngineFit(True, f"rootless engine at {info.host}")
-    mismatch = info.root_mismatch(user.name, user.uid, user.gid)
-    if mismatch is not None:
-        return EngineFit(False, mismatch)
-    return EngineFit(True, f"the engine at {info.host} remaps container root to {user.name}")
+    return client.info(api).root_is(user.name, user.uid, user.gid)
 
 
 # --- running it ---------------------------------------------------------------------
@@ -109,7 +95,7 @@ def _batches(paths: Sequence[str]) -> list[list[str]]:
     return [b for b in out if b]
 
 
-def run_helper(api: Api, paths: Sequence[str], timeout: float = 120) -> None:
+def run_helper(api: Api, paths: Sequence[str]) -> None:
     """``chown -h 0:0 -- PATHS`` as container root in throwaway containers (PATHS are host paths)."""
     image = ensure_image(api)
     for batch in _batches(paths):
@@ -122,10 +108,10 @@ def run_helper(api: Api, paths: Sequence[str], timeout: float = 120) -> None:
             "Labels": {HELPER_LABEL: "fix"},
             "HostConfig": {"Binds": [f"{d}:{t}:rw" for d, t in mounts.items()], "NetworkMode": "none"},
         }
-        cid = fast_call(lambda: api.create_container(spec))
+        cid = api.create_container(spec)
         try:
-            fast_call(lambda: api.start(cid))
-            result = fast_call(lambda: api.call("POST", f"/containers/{cid}/wait", query={"condition": "not-running"}))
+            api.start(cid)
+            result = api.call("POST", f"/containers/{cid}/wait", query={"condition": "not-running"})
             code = int((result or {}).get("StatusCode", -1))
             if code != 0:
                 # chown carries on past a vanished path; the caller's lstat says what is left
@@ -135,5 +121,5 @@ def run_helper(api: Api, paths: Sequence[str], timeout: float = 120) -> None:
         finally:
             try:
                 api.remove_container(cid, force=True)
-            except Exception:  # noqa: BLE001 - cleanup must not mask the result
+            except EngineError:  # cleanup must not mask the result
                 pass

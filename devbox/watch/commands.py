@@ -1,9 +1,9 @@
 """``devbox watch`` and ``devbox leaks``: the project's view of the ownership watcher.
 
-:mod:`devbox.watch` and :mod:`devbox.leaks` know nothing about projects; this
-module turns ``devbox.toml`` into what they take (roots, ignore patterns, the
-host user, container uid -> services) and runs the ``--fix`` helper
-(:mod:`devbox.fixhelper`) for them.
+:mod:`devbox.watch.watcher` and :mod:`devbox.watch.leaks` know nothing about
+projects; this module turns ``devbox.toml`` into what they take (roots, ignore
+patterns, the host user, container uid -> services) and runs the ``--fix``
+helper (:mod:`devbox.watch.fixhelper`) for them.
 """
 
 from __future__ import annotations
@@ -19,38 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from devbox import console
 from devbox.errors import ConfigError, DevboxError, Exit
-from devbox.paths import Paths
+from devbox.host.user import paths_for
+from devbox.watch.leaks import HostUser, watch_user
 
 if TYPE_CHECKING:
-    from devbox.leaks import Attribution, FixResult, HostUser, Leak
-    from devbox.model import Project, Service
-    from devbox.watch import Change
+    from devbox.core.model import Project
+    from devbox.watch.leaks import Attribution, FixResult, Leak
+    from devbox.watch.watcher import Change
 
 
 ROOTS_CHECK_INTERVAL = 5.0  # a watcher whose work dirs were all removed stops by itself
-
-
-def host_user(allowed_gids: Sequence[int] = ()) -> HostUser:
-    """Whose files these are: the caller, or SUDO_USER under sudo.  Never root."""
-    from devbox.leaks import host_user as lookup
-
-    sudo_user = os.environ.get("SUDO_USER")
-    who: str | int = sudo_user if os.geteuid() == 0 and sudo_user and sudo_user != "root" else os.getuid()
-    try:
-        user = lookup(who, allowed_gids)
-    except KeyError:
-        raise DevboxError(f"unknown user {who!r}", hint="run devbox as your own user") from None
-    if user.uid == 0:
-        raise DevboxError("as root every file is yours: there is nothing to watch for", hint="run devbox as your own user (or with sudo, which sets SUDO_USER)")
-    return user
-
-
-def container_uid(svc: Service) -> int | None:
-    """The container uid a service runs as: its numeric ``user`` (default root); ``None`` for a name."""
-    if svc.user is None:
-        return 0
-    name = svc.user.split(":", 1)[0]
-    return int(name) if name.isdigit() else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,18 +43,16 @@ class Target:
     rescan_interval: float
     project: Project | None
 
+    records: Path | None  # the leak records of the project's watcher
+
     def attribution(self) -> Attribution:
-        from devbox.leaks import load_attribution
+        from devbox.watch.leaks import load_attribution
 
         return load_attribution(self.user, self.services_by_uid, host_ns_services=self.host_ns_services)
 
-    @property
-    def records(self) -> Path | None:
-        return Paths.from_env().leak_records(self.project.name) if self.project is not None else None
-
 
 def find_project(start: Path | None = None, *, required: bool) -> Project | None:
-    from devbox import config
+    from devbox.config.resolve import find_project as load
     from devbox.paths import project_root
 
     if project_root(start) is None:
@@ -84,24 +60,17 @@ def find_project(start: Path | None = None, *, required: bool) -> Project | None
             raise ConfigError(f"no devbox.toml in {start or Path.cwd()} or any parent directory",
                               hint="run it in a project (devbox init writes one), or name the directories: devbox watch PATH...")
         return None
-    return config.load(start)
+    return load(start)
 
 
 def target(paths: Sequence[str] = (), *, profile: str | None = None, start: Path | None = None) -> Target:
     """The project's bind-mounted work dirs (or ``paths``), the user, and who runs as which container uid."""
-    from devbox.model import WatchSettings
+    from devbox.core.model import WatchSettings
+    from devbox.watch.leaks import service_uids
 
     project = find_project(start, required=not paths)
     settings = project.watch if project is not None else WatchSettings()
-    by_uid: dict[int, list[str]] = {}
-    host_ns: list[str] = []
-    if project is not None:
-        for svc in project.profile(profile).services:
-            cuid = container_uid(svc)
-            if cuid is not None:
-                by_uid.setdefault(cuid, []).append(svc.name)
-            if svc.userns_mode == "host":
-                host_ns.append(svc.name)
+    by_uid, host_ns = service_uids(project.profile(profile).services if project is not None else ())
     if paths:
         roots = []
         for p in paths:
@@ -115,14 +84,16 @@ def target(paths: Sequence[str] = (), *, profile: str | None = None, start: Path
         if not roots:
             raise ConfigError("the project bind-mounts no writable work dir: nothing to watch", where=str(project.file),
                               hint="name the directories: devbox watch PATH...")
+    user = watch_user()
     return Target(
         roots=tuple(roots),
-        user=host_user(settings.allowed_gids),
-        services_by_uid={k: tuple(v) for k, v in by_uid.items()},
-        host_ns_services=tuple(host_ns),
+        user=HostUser.of(user, settings.allowed_gids),
+        services_by_uid=by_uid,
+        host_ns_services=host_ns,
         ignore=settings.ignore,
         rescan_interval=settings.rescan_interval_s,
         project=project,
+        records=paths_for(user).leak_records(project.name) if project is not None else None,
     )
 
 
@@ -139,9 +110,9 @@ def fix_leaks(leaks: Sequence[Leak], user: HostUser) -> FixOutcome:
     """Chown what a helper container can (after checking the engine maps root to ``user``), verify with lstat."""
     import shlex
 
-    from devbox import fixhelper
-    from devbox.engine import fast_api
-    from devbox.leaks import FixResult, fix, plan_fix
+    from devbox.engine.client import fast_api
+    from devbox.watch import fixhelper
+    from devbox.watch.leaks import FixResult, chown_command, fix, plan_fix
 
     plan = plan_fix(leaks, user)
     if not plan.by_helper:
@@ -152,7 +123,7 @@ def fix_leaks(leaks: Sequence[Leak], user: HostUser) -> FixOutcome:
         if not fit.ok:
             # The same command on this engine would give the files to real root: only sudo can help.
             every = sorted(leak.path for leak in leaks)
-            command = shlex.join(["sudo", "chown", "-h", f"{user.uid}:{user.gid}", "--", *every])
+            command = shlex.join(chown_command(user, every))
             return FixOutcome(FixResult((), (), (), tuple(every), command), fit.reason)
         return FixOutcome(fix(leaks, user, lambda paths: fixhelper.run_helper(api, paths)), None)
     finally:
@@ -178,7 +149,7 @@ def report_fix(outcome: FixOutcome, shown: Any, *, say: Callable[[str], None] = 
 def _record_fixed(records: Path | None, leaks: Sequence[Leak], result: FixResult) -> None:
     if records is None:
         return
-    from devbox.leaks import RecordLog, State
+    from devbox.watch.leaks import RecordLog, State
 
     log = RecordLog(records)
     by_path = {leak.path: leak for leak in leaks}
@@ -198,13 +169,13 @@ def _record_fixed(records: Path | None, leaks: Sequence[Leak], result: FixResult
 def current_leaks(t: Target) -> tuple[list[Leak], str]:
     """The leaks now.  With the background watcher running: its records, re-checked with lstat.
     Without it the records may have missed things: a fresh scan (first-seen times kept from the records)."""
-    from devbox import watcher_proc
-    from devbox.leaks import from_iso, latest_records, load_records
-    from devbox.watch import scan
+    from devbox.watch import process
+    from devbox.watch.leaks import from_iso, latest_records, load_records
+    from devbox.watch.scan import scan
 
     attr = t.attribution()
     records = t.records
-    live = t.project is not None and watcher_proc.status(t.project.name).state == "running"
+    live = t.project is not None and process.status(t.project.name).state == "running"
     if records is not None and live:
         found = []
         for rec in load_records(records, under=t.roots):
@@ -299,8 +270,8 @@ def watch_command(
     start: Path | None = None,
 ) -> Exit:
     """Scan, then watch until interrupted (SIGINT/SIGTERM).  ``background``: the watcher ``devbox up`` starts."""
-    from devbox.leaks import RecordLog, State
-    from devbox.watch import Reporter, Watcher
+    from devbox.watch.leaks import RecordLog, State
+    from devbox.watch.watcher import Reporter, Watcher
 
     t = target(paths, profile=profile, start=start)
     stop = threading.Event()
@@ -361,8 +332,8 @@ def watch_command(
         for s, handler in previous.items():
             signal.signal(s, handler)
     if background and t.project is not None:
-        from devbox import watcher_proc
+        from devbox.watch import process
 
-        watcher_proc.forget_if_mine(Paths.from_env().watcher_pidfile(t.project.name))
+        process.forget_if_mine(paths_for(watch_user()).watcher_pidfile(t.project.name))
     console.info(f"stopped watching after {watcher.stats.leaks_found:,} new leak(s), {watcher.stats.resolved:,} resolved")
     return Exit.OK

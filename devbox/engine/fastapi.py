@@ -4,7 +4,10 @@
 ping, info, version, inspect/import an image, create/start/inspect/remove one
 container.  Importing the Docker SDK (requests, urllib3, …) costs about as much
 as the whole probe, so those calls go straight to dockerd's socket with the
-standard library.  Everything else uses the SDK through :mod:`devbox.engine`.
+standard library.  Everything else uses the SDK through :mod:`devbox.engine.client`.
+
+Errors come back as :class:`~devbox.errors.EngineError` with a ``kind`` from
+the HTTP status or the socket's errno (:mod:`devbox.engine.client`).
 """
 
 from __future__ import annotations
@@ -14,13 +17,6 @@ import json
 import socket
 import urllib.parse
 from typing import Any
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.explanation = message
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -42,8 +38,9 @@ class _UnixConnection(http.client.HTTPConnection):
 class Api:
     """One keep-alive connection to dockerd's unix socket."""
 
-    def __init__(self, socket_path: str, timeout: float = 60) -> None:
+    def __init__(self, socket_path: str, timeout: float = 60, host: str | None = None) -> None:
         self.socket_path = socket_path
+        self.host = host or f"unix://{socket_path}"
         self._conn = _UnixConnection(socket_path, timeout)
 
     def close(self) -> None:
@@ -60,26 +57,33 @@ class Api:
             payload = json.dumps(body).encode()
         if payload is not None:
             headers["Content-Type"] = content_type
+        from devbox.engine.client import from_os_error
+
         for attempt in (1, 2):
             try:
                 self._conn.request(method, url, body=payload, headers=headers)
                 resp = self._conn.getresponse()
                 return resp.status, resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 # a kept-alive connection the daemon closed: reconnect once
                 self._conn.close()
                 if attempt == 2:
-                    raise
+                    raise from_os_error(exc, self.host) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._conn.close()
+                raise from_os_error(exc, self.host) from None
         raise AssertionError("unreachable")
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         status, raw = self.request(method, path, **kw)
         if status >= 400:
+            from devbox.engine.client import from_status
+
             try:
                 message = json.loads(raw).get("message", raw.decode(errors="replace"))
-            except ValueError:
+            except (ValueError, AttributeError):
                 message = raw.decode(errors="replace").strip()
-            raise ApiError(status, message)
+            raise from_status(status, str(message))
         if not raw:
             return None
         try:
@@ -89,8 +93,9 @@ class Api:
 
     # --- the calls devbox's fast path makes ----------------------------------
 
-    def ping(self) -> bool:
-        return self.request("GET", "/_ping")[0] == 200
+    def ping(self) -> None:
+        """Raise unless the engine answers ``/_ping`` (a typed error says why)."""
+        self.call("GET", "/_ping")
 
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", "/info")
@@ -108,9 +113,17 @@ class Api:
         # the import streams JSON progress; an error arrives as {"error": ...} with status 200
         status, raw = self.request("POST", "/images/create", query={"fromSrc": "-", "repo": repository, "tag": tag},
                                    data=data, content_type="application/x-tar")
-        text = raw.decode(errors="replace")
-        if status >= 400 or '"error"' in text:
-            raise ApiError(status, text.strip()[-300:])
+        from devbox.engine.client import from_status
+
+        if status >= 400:
+            raise from_status(status, raw.decode(errors="replace").strip()[-300:])
+        for line in raw.splitlines():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("error"):
+                raise from_status(500, str(message["error"])[-300:], "image import failed")
 
     def create_container(self, spec: dict[str, Any]) -> str:
         result = self.call("POST", "/containers/create", body=spec)

@@ -1,11 +1,11 @@
-"""Carry out a :class:`~devbox.plan.Plan` through the Docker SDK.  No decisions are made here.
+"""Carry out a :class:`~devbox.stack.reconcile.StackPlan` through the Docker SDK.  No decisions are made here.
 
 Order (the plan's): orphans, network, volumes, images (built in parallel),
 then every service operation in its own thread; a service first waits until
 the services it ``depends_on`` reached their condition (``started`` or
 ``healthy``), so independent services start together and dependents wait.
 
-Every engine error comes back as a one-line :class:`~devbox.errors.DevboxError`.
+Every engine error comes back as a one-line, typed :class:`~devbox.errors.EngineError`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from devbox import console
-from devbox.engine import call
-from devbox.errors import DevboxError, EngineError
-from devbox.model import LABEL_PROJECT, LABEL_VOLUME, Build, DependsOn, Service, Stack
-from devbox.plan import Action, Operation, Plan
+from devbox.core.model import LABEL_PROJECT, LABEL_VOLUME, Build, DependsOn, Service, Stack
+from devbox.engine.client import call
+from devbox.errors import DevboxError, EngineError, EngineErrorKind
+from devbox.stack.reconcile import Action, Operation, StackPlan
 
 if TYPE_CHECKING:
     import docker
@@ -61,7 +61,7 @@ class Report:
         console.info(line)
 
 
-def execute(client: docker.DockerClient, plan: Plan) -> Report:
+def execute(client: docker.DockerClient, plan: StackPlan) -> Report:
     started = time.monotonic()
     report = Report()
     prepare = plan.prepare
@@ -130,6 +130,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
     progress.start(op.name)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
     step = "the start"
+    instruction = ""
     with tempfile.TemporaryDirectory(prefix="devbox-build-") as tmp:
         ctx = build_context(op.build, Path(tmp), ca_bundle())
         stream = call(
@@ -141,7 +142,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
         error = None
 
         def consume() -> None:
-            nonlocal step, error
+            nonlocal step, error, instruction
             for chunk in stream:
                 text = chunk.get("stream")
                 if text:
@@ -149,6 +150,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
                         m = _STEP_RE.match(line)
                         if m:
                             step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:80]})"
+                            instruction = m.group(3)
                             tail.clear()
                             progress.step(op.name, int(m.group(1)), int(m.group(2)), m.group(3))
                         elif line.strip():
@@ -160,9 +162,26 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
     if error is not None:
         progress.failed(op.name, step, list(tail))
         last = error.splitlines()[-1] if error else "unknown error"
+        base = base_image(instruction)
+        if base is not None:
+            # the engine failed to get the FROM image: a registry or network problem, not the Dockerfile's
+            raise BuildError(
+                f"building {op.name}: cannot get the base image {base}: {last}",
+                hint=f"the engine could not pull {base}: check that it reaches its registry (docker pull {base}), "
+                     f"or load the image into the engine (docker load -i FILE, or docker import of a rootfs tarball)",
+            )
         raise BuildError(f"building {op.name} failed at {step}: {last}", hint=f"fix images/{op.build.context}/{op.build.dockerfile}")
     progress.done(op.name, time.monotonic() - started)
     return f"image {op.name}: built in {time.monotonic() - started:.1f}s"
+
+
+def base_image(instruction: str) -> str | None:
+    """The image a ``FROM`` build step pulls (``FROM [--platform=P] IMAGE [AS NAME]``), else ``None``."""
+    words = instruction.split()
+    if not words or words[0].upper() != "FROM":
+        return None
+    refs = [w for w in words[1:] if not w.startswith("--")]
+    return refs[0] if refs else None
 
 
 # --- containers -------------------------------------------------------------------
@@ -175,32 +194,29 @@ def _remove_container(client: docker.DockerClient, op: Operation, report: Report
 
 
 def remove_container(client: docker.DockerClient, container_id: str) -> None:
-    import docker.errors
-
     try:
-        client.api.stop(container_id, timeout=STOP_TIMEOUT)
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError:
-        pass  # already stopped, or dead: removal below forces it
+        call(lambda: client.api.stop(container_id, timeout=STOP_TIMEOUT))
+    except EngineError as exc:
+        if exc.kind is EngineErrorKind.NOT_FOUND:
+            return
+        if exc.kind not in (EngineErrorKind.CONFLICT, EngineErrorKind.SERVER):
+            raise
+        # already stopped, or dead: removal below forces it
     try:
-        client.api.remove_container(container_id, force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        if "already in progress" not in str(exc):
-            raise EngineError(f"cannot remove container {container_id[:12]}: {exc.explanation}") from None
+        call(lambda: client.api.remove_container(container_id, force=True))
+    except EngineError as exc:
+        # gone already, or another removal of it is in progress (409)
+        if exc.kind not in (EngineErrorKind.NOT_FOUND, EngineErrorKind.CONFLICT):
+            raise EngineError(f"cannot remove container {container_id[:12]}: {exc.message}", kind=exc.kind,
+                              status=exc.status) from None
 
 
 def _remove_network(client: docker.DockerClient, name: str) -> None:
-    import docker.errors
-
     try:
-        client.api.remove_network(name)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        raise EngineError(f"cannot remove network {name}: {exc.explanation}") from None
+        call(lambda: client.api.remove_network(name))
+    except EngineError as exc:
+        if exc.kind is not EngineErrorKind.NOT_FOUND:
+            raise EngineError(f"cannot remove network {name}: {exc.message}", kind=exc.kind, status=exc.status) from None
 
 
 def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
@@ -397,19 +413,9 @@ def _reached(client: docker.DockerClient, dep: DependsOn, state: dict[str, Any],
 
 def _last_log_line(client: docker.DockerClient, name: str) -> str:
     try:
-        raw: bytes = client.api.logs(name, tail=3)
-    except Exception:  # noqa: BLE001 - only decorating an error message
+        raw: bytes = call(lambda: client.api.logs(name, tail=3))
+    except EngineError:  # only decorating an error message
         return "(no log)"
     lines = [ln for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
     return lines[-1] if lines else "(no output)"
 
-
-def wait_running(client: docker.DockerClient, container_id: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if call(lambda: client.api.inspect_container(container_id))["State"].get("Status") == "running":
-            return
-        time.sleep(0.05)
-
-
-Progress = Callable[[str], None]

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, cast
 
 from devbox import paths
+from devbox.host.user import resolve_user
 from devbox.errors import ConfigError
-from devbox.model import (
+from devbox.core.hashing import image_tag
+from devbox.core.model import (
     Build,
     Condition,
     DependsOn,
@@ -43,6 +45,7 @@ from devbox.model import (
     RemapPolicy,
     Service,
     WatchSettings,
+    find_cycle,
     volume_name,
 )
 
@@ -56,7 +59,6 @@ PROJECT_PROFILES = Path(".devbox") / "profiles"
 DEFAULT_PROFILE = "python"
 DEFAULT_WORKDIR_TARGET = "/work"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
-HASH_VERSION = "devbox-config-v1"
 
 KeyPath = tuple["str | int", ...]
 
@@ -753,13 +755,9 @@ def _build_service(name: str, lay: _Layered, ctx: _Ctx, known_contexts: Sequence
         h = d["healthcheck"]
         if "test" not in h:
             raise lay.fail("healthcheck", (), f"{lay.path('healthcheck')} needs 'test'")
-        health = Healthcheck(
-            test=tuple(h["test"]),
-            interval_s=h.get("interval", 2.0),
-            timeout_s=h.get("timeout", 5.0),
-            retries=h.get("retries", 30),
-            start_period_s=h.get("start_period", 0.0),
-        )
+        # the defaults are Healthcheck's own: one home for them
+        given = {"interval": "interval_s", "timeout": "timeout_s", "retries": "retries", "start_period": "start_period_s"}
+        health = Healthcheck(test=tuple(h["test"]), **{field: h[key] for key, field in given.items() if key in h})
 
     userns = d.get("userns_mode")
     if userns == "host" and not d.get("userns_reason"):
@@ -820,26 +818,6 @@ def context_digest(context_dir: Path) -> str:
     return h.hexdigest()
 
 
-def image_tag(build: Build) -> str:
-    """A tag derived from the context's content and the build args: same inputs, same tag, shared across projects."""
-    h = hashlib.sha256(json.dumps([build.digest, build.dockerfile, list(build.args)]).encode()).hexdigest()
-    return f"devbox/{build.context}:{h[:12]}"
-
-
-def config_hash(service: Service) -> str:
-    """Stable sha256 of everything that shapes the container (the ``devbox.config-hash`` label).
-
-    The image enters as its reference (for built images a content-derived
-    tag), the placeholder for the image id; the plan compares image ids
-    separately.  ``build`` itself is left out: its ``context_dir`` differs
-    between checkouts, and its content is already in the tag.
-    """
-    spec = dataclasses.asdict(service)
-    spec.pop("build")
-    spec.pop("userns_reason")  # documentation, not configuration
-    return hashlib.sha256(json.dumps([HASH_VERSION, spec], sort_keys=True).encode()).hexdigest()
-
-
 # --- the whole thing -------------------------------------------------------------
 
 
@@ -872,7 +850,7 @@ def _resolve_profile(raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx,
                 raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: unknown service '{dep.service}'", _suggest(dep.service, services))
             if dep.condition == "healthy" and services[dep.service].healthcheck is None:
                 raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: condition 'healthy' needs a healthcheck on service '{dep.service}'")
-    cycle = _find_cycle({n: [d.service for d in s.depends_on] for n, s in services.items()})
+    cycle = find_cycle({n: [d.service for d in s.depends_on] for n, s in services.items()})
     if cycle:
         lay = layered[cycle[0]]
         raise lay.fail("depends_on", (), f"depends_on cycle: {' → '.join(cycle)}")
@@ -885,47 +863,12 @@ def _resolve_profile(raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx,
     )
 
 
-def _find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A dependency cycle as ``[a, b, ..., a]``, or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> list[str] | None:
-        state[n] = 1
-        stack.append(n)
-        for m in graph.get(n, ()):
-            if state.get(m) == 1:
-                return stack[stack.index(m) :] + [m]
-            if m not in state:
-                found = visit(m)
-                if found:
-                    return found
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in sorted(graph):
-        if n not in state:
-            found = visit(n)
-            if found:
-                return found
-    return None
-
-
 def user_home() -> Path:
-    """The invoking user's home: under ``sudo``, SUDO_USER's, not root's (whose home nobody bind-mounts by accident)."""
-    sudo_user = os.environ.get("SUDO_USER")
-    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
-        import pwd
-
-        try:
-            return Path(pwd.getpwnam(sudo_user).pw_dir)
-        except KeyError:
-            pass
-    return Path.home()
+    """The home of the user devbox acts for (under sudo, SUDO_USER's): a bind mount of it is refused."""
+    return Path(resolve_user().home)
 
 
-def load(start: Path | None = None, *, home: Path | None = None) -> Project:
+def find_project(start: Path | None = None, *, home: Path | None = None) -> Project:
     """The project at or above ``start`` (default: the current directory), fully validated."""
     root = paths.project_root(start)
     if root is None:

@@ -2,7 +2,7 @@
 
 A *leak* is a path under a watched directory whose uid or gid is not the host
 user's.  Classification is pure: the host ids, the id maps dockerd builds
-(:func:`devbox.idmap.predict_map`) and the services' container uids come in as
+(:func:`devbox.core.idmap.predict_map`) and the services' container uids come in as
 data.  The only side effects here are the records file (append one JSON object
 per line, read back as "latest state per path") and :func:`fix`, which is
 handed the callable that runs a helper container.
@@ -22,7 +22,10 @@ import shlex
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from devbox.idmap import IdMap, parse_subid, predict_map, to_container
+from devbox.core.idmap import IdMap, parse_subid, predict_map, to_container
+from devbox.host.files import write_atomic
+from devbox.core.model import Service
+from devbox.host.user import User, refuse_root, resolve_user
 
 
 class Kind(str, enum.Enum):
@@ -46,6 +49,11 @@ class HostUser:
     uid: int
     gid: int
     extra_gids: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, user: User, allowed_gids: Iterable[int] = ()) -> HostUser:
+        """``user`` (from :func:`devbox.host.user.resolve_user`) with the shared groups a project allows."""
+        return cls(user.name, user.uid, user.gid, frozenset(allowed_gids))
 
     @property
     def gids(self) -> frozenset[int]:
@@ -223,17 +231,24 @@ def from_iso(text: object) -> float:
 # --- gathering the attribution (reads the host's databases) -----------------
 
 
-def host_user(name_or_uid: str | int | None = None, extra_gids: Iterable[int] = ()) -> HostUser:
-    """The host user by name or uid (default: the caller), with allowed shared gids."""
-    import pwd
+def watch_user() -> User:
+    """Whose files these are (:func:`devbox.host.user.resolve_user`); never root, for whom every file is his own."""
+    return refuse_root(resolve_user(), "as root every file is yours: there is nothing to watch for",
+                       "run devbox as your own user (or with sudo, which sets SUDO_USER)")
 
-    if name_or_uid is None:
-        pw = pwd.getpwuid(os.getuid())
-    elif isinstance(name_or_uid, int) or str(name_or_uid).isdigit():
-        pw = pwd.getpwuid(int(name_or_uid))
-    else:
-        pw = pwd.getpwnam(str(name_or_uid))
-    return HostUser(pw.pw_name, pw.pw_uid, pw.pw_gid, frozenset(extra_gids))
+
+def service_uids(services: Iterable[Service]) -> tuple[dict[int, tuple[str, ...]], tuple[str, ...]]:
+    """Who runs as which container uid (:attr:`Service.container_uid`), and the services in the
+    host's user namespace (``userns_mode = "host"``: their root is real root)."""
+    by_uid: dict[int, list[str]] = {}
+    host_ns: list[str] = []
+    for svc in services:
+        cuid = svc.container_uid
+        if cuid is not None and svc.name not in by_uid.setdefault(cuid, []):
+            by_uid[cuid].append(svc.name)
+        if svc.userns_mode == "host" and svc.name not in host_ns:
+            host_ns.append(svc.name)
+    return {k: tuple(v) for k, v in by_uid.items()}, tuple(host_ns)
 
 
 def load_attribution(
@@ -334,15 +349,10 @@ def load_leaks(path: Path, *, under: Sequence[str] = ()) -> list[Leak]:
 
 
 def compact_records(path: Path) -> int:
-    """Rewrite the file keeping only current leaks; returns how many remain."""
+    """Rewrite the file keeping only current leaks (atomically); returns how many remain."""
     current = load_records(path)
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        for rec in current:
-            fh.write(json.dumps(rec, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in current)
+    write_atomic(path, text.encode("utf-8", errors="surrogateescape"), mode=0o600)
     return len(current)
 
 
@@ -365,10 +375,13 @@ def plan_fix(leaks: Iterable[Leak], user: HostUser) -> FixPlan:
     root: list[Leak] = []
     for leak in leaks:
         (helper if leak.fixable else root).append(leak)
-    command: tuple[str, ...] = ()
-    if root:
-        command = ("sudo", "chown", "-h", f"{user.uid}:{user.gid}", "--", *sorted(leak.path for leak in root))
+    command = chown_command(user, [leak.path for leak in root]) if root else ()
     return FixPlan(tuple(helper), tuple(root), command)
+
+
+def chown_command(user: HostUser, paths: Iterable[str]) -> tuple[str, ...]:
+    """The one ``sudo chown`` devbox prints for files only root can give back."""
+    return ("sudo", "chown", "-h", f"{user.uid}:{user.gid}", "--", *sorted(paths))
 
 
 @dataclasses.dataclass(frozen=True)

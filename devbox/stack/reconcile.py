@@ -1,4 +1,4 @@
-"""Pure reconciliation: desired :class:`Stack` + :class:`Observed` -> :class:`Plan`.
+"""Pure reconciliation: desired :class:`Stack` + :class:`Observed` -> :class:`StackPlan`.
 
 Every :class:`Operation` says *why* (its cause); ``str(plan)`` is what
 ``up --dry-run`` prints, one line per operation, in the order the executor
@@ -25,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from devbox.config import config_hash
-from devbox.model import Build, DependsOn, Observed, ObservedContainer, Service, Stack
+from devbox.core.hashing import config_hash
+from devbox.core.model import Build, DependsOn, Observed, ObservedContainer, Service, Stack
 
 
 class Action(enum.Enum):
@@ -65,7 +65,7 @@ class Operation:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class StackPlan:
     stack: Stack
     operations: tuple[Operation, ...]
 
@@ -105,7 +105,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def reconcile(desired: Stack, observed: Observed) -> Plan:
+def reconcile(desired: Stack, observed: Observed) -> StackPlan:
     """The operations that turn ``observed`` into ``desired``; pure."""
     ops: list[Operation] = []
     wanted = {s.name for s in desired.services}
@@ -133,7 +133,7 @@ def reconcile(desired: Stack, observed: Observed) -> Plan:
         for name in names:
             svc = desired.service(name)
             ops.extend(_service_ops(desired, observed, svc, level, missing_images))
-    return Plan(desired, tuple(ops))
+    return StackPlan(desired, tuple(ops))
 
 
 def _service_ops(desired: Stack, observed: Observed, svc: Service, level: int, missing_images: set[str]) -> list[Operation]:
@@ -180,7 +180,7 @@ def _short(image_id: str) -> str:
     return image_id.split(":", 1)[-1][:12]
 
 
-def teardown(project: str, observed: Observed, *, volumes: bool = False) -> Plan:
+def teardown(project: str, observed: Observed, *, volumes: bool = False) -> StackPlan:
     """``down``: every container of ``project`` (found by label), its network, and with ``volumes`` its volumes."""
     ops = [
         Operation(Action.REMOVE_ORPHAN, "container", c.name, "down", container_id=c.id)
@@ -190,4 +190,4 @@ def teardown(project: str, observed: Observed, *, volumes: bool = False) -> Plan
     ops += [Operation(Action.REMOVE_NETWORK, "network", n, "down") for n in sorted(observed.networks)]
     if volumes:
         ops += [Operation(Action.REMOVE_VOLUME, "volume", v, "down --volumes") for v in sorted(observed.volumes)]
-    return Plan(Stack(project=project, profile="", services=()), tuple(ops))
+    return StackPlan(Stack(project=project, profile="", services=()), tuple(ops))

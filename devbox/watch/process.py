@@ -6,6 +6,10 @@ its PID in ``Paths.watcher_pidfile(NAME)`` (the contract :mod:`devbox.doctor`
 reads).  A pidfile whose process is gone (or is no longer a devbox watcher:
 PIDs get reused) means the watcher *crashed*: that is reported, never treated
 as "not running".  Only a clean stop removes the pidfile.
+
+Run as root for a user (``sudo devbox up``), the watcher runs *as that user*,
+with its files in that user's state directory: it needs no privilege, and
+nothing it writes may become another root-owned file in their home.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import console
 from devbox.errors import DevboxError
+from devbox.host.files import makedirs_owned, write_atomic
+from devbox.host.user import User, acting_for_other, paths_for, resolve_user
+from devbox.watch.leaks import watch_user
 from devbox.paths import Paths
 
 if TYPE_CHECKING:
-    from devbox.model import Project
+    from devbox.core.model import Project
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -75,8 +82,12 @@ def _read_pid(pidfile: Path) -> int | None:
     return int(text) if text.isdigit() else -1
 
 
+def _default_paths() -> Paths:
+    return paths_for(resolve_user())
+
+
 def status(project: str, paths: Paths | None = None) -> WatcherStatus:
-    paths = paths or Paths.from_env()
+    paths = paths or _default_paths()
     pidfile, log = paths.watcher_pidfile(project), paths.watcher_log(project)
     pid = _read_pid(pidfile)
     if pid is None:
@@ -97,11 +108,10 @@ def _argv(profile: str) -> list[str]:
     return [sys.executable, "-m", "devbox", "watch", "--background", "--profile", profile]
 
 
-def _write_pidfile(pidfile: Path, pid: int) -> None:
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pidfile.with_name(f".{pidfile.name}.{os.getpid()}")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, pidfile)
+def _write_pidfile(pidfile: Path, pid: int, owner: User | None) -> None:
+    write_atomic(pidfile, f"{pid}\n".encode(), mode=0o644)
+    if owner is not None:
+        os.chown(pidfile, owner.uid, owner.gid)
 
 
 def _log_tail(log: Path, lines: int = 1) -> str:
@@ -167,9 +177,10 @@ class Launch:
             self.status.pidfile.unlink(missing_ok=True)
 
 
-def launch(project: str, root: Path, profile: str, paths: Paths | None = None) -> Launch:
-    """Start the watcher unless one for this profile already runs; do not wait for it (see :meth:`Launch.wait`)."""
-    paths = paths or Paths.from_env()
+def launch(project: str, root: Path, profile: str, user: User, paths: Paths | None = None) -> Launch:
+    """Start the watcher for ``user`` unless one for this profile already runs; do not wait for it
+    (see :meth:`Launch.wait`).  As root acting for ``user``, the watcher runs as ``user``."""
+    paths = paths or paths_for(user)
     st = status(project, paths)
     argv = _argv(profile)
     if st.state == "running" and st.pid is not None:
@@ -179,13 +190,22 @@ def launch(project: str, root: Path, profile: str, paths: Paths | None = None) -
         stop(project, paths, quiet=True)  # another profile: other services to name
     elif st.state == "crashed":
         console.warn(f"the ownership watcher (pid {st.pid}) had died; restarting it (its log: {st.log})")
-    st.log.parent.mkdir(parents=True, exist_ok=True)
+    owner = user if acting_for_other(user) else None
+    makedirs_owned(st.log.parent, owner)
     read_end, write_end = os.pipe()
     env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    as_user: dict[str, Any] = {}
+    if owner is not None:
+        # root's own environment must not steer the user's watcher to root's state dir
+        env = {k: v for k, v in env.items() if not k.startswith("XDG_")}
+        env.update(HOME=owner.home, USER=owner.name, LOGNAME=owner.name)
+        as_user = {"user": owner.uid, "group": owner.gid, "extra_groups": os.getgrouplist(owner.name, owner.gid)}
     try:
         with open(st.log, "ab") as log:
+            if owner is not None:
+                os.fchown(log.fileno(), owner.uid, owner.gid)
             log.write(f"--- devbox watcher starting {time.strftime('%Y-%m-%dT%H:%M:%S%z')} (profile {profile})\n".encode())
             log.flush()
             proc = subprocess.Popen(
@@ -194,25 +214,20 @@ def launch(project: str, root: Path, profile: str, paths: Paths | None = None) -
                 # directory this user cannot search (a venv made from root's interpreter)
                 executable="/proc/self/exe" if os.path.exists("/proc/self/exe") else None,
                 cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(write_end,), start_new_session=True,
+                pass_fds=(write_end,), start_new_session=True, **as_user,
             )
     except BaseException:
         os.close(read_end)
         raise
     finally:
         os.close(write_end)
-    _write_pidfile(st.pidfile, proc.pid)
+    _write_pidfile(st.pidfile, proc.pid, owner)
     return Launch(project, paths, st, proc, read_end)
-
-
-def ensure(project: str, root: Path, profile: str, paths: Paths | None = None) -> WatcherStatus:
-    """Start the watcher unless one for this profile already runs; wait until its watches and first scan are done."""
-    return launch(project, root, profile, paths).wait()
 
 
 def stop(project: str, paths: Paths | None = None, *, quiet: bool = False) -> WatcherStatus:
     """Stop the watcher (SIGTERM, then SIGKILL after a while) and remove its pidfile; report a crashed one."""
-    paths = paths or Paths.from_env()
+    paths = paths or _default_paths()
     st = status(project, paths)
     if st.state == "crashed":
         console.warn(f"the ownership watcher had crashed (pid {st.pid} was gone; its log: {st.log})")
@@ -250,11 +265,9 @@ def on_up(project: Project, profile: str) -> Launch | None:
     """
     if not any(not m.read_only for m in project.workdirs):
         return None
-    from devbox.watchcmd import host_user
-
     try:
-        host_user()
+        user = watch_user()
     except DevboxError as exc:
         console.warn(f"the ownership watcher was not started: {exc.one_line()}")
         return None
-    return launch(project.name, project.root, profile)
+    return launch(project.name, project.root, profile, user)

@@ -1,12 +1,12 @@
 """Carrying out changes to host configuration files safely, and undoing them.
 
-:func:`execute` writes a set of :class:`FileChange`\\ s the way shadow-utils
+:func:`apply_changes` writes a set of :class:`FileChange`\\ s the way shadow-utils
 would (locked, atomic, with a timestamped backup), restarts dockerd, waits for
 it, runs a caller-supplied verification, and — when any step fails — restores
 every file byte-for-byte and restarts dockerd on the old configuration.
 :func:`record` keeps a journal of what devbox changed; :func:`plan_revert`
 computes the inverse against the files as they are now.  What to change is
-decided elsewhere (:func:`devbox.remap.plan`): nothing here makes decisions.
+decided elsewhere (:func:`devbox.remap.plan.plan_remap`): nothing here makes decisions.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from devbox import host, hostfile
+from devbox.core.hashing import sha256_hex
 from devbox.errors import DevboxError, HostError, RollbackError
+from devbox.host import files
+from devbox.host.observe import read_text
 from devbox.paths import Paths
 
 
@@ -66,7 +68,10 @@ def json_indent(text: str) -> int:
 def restart_argv(paths: Paths, restart_cmd: str | None) -> list[list[str]]:
     """``--restart-cmd`` split as a shell would, else systemd (with reset-failed), else the init script."""
     if restart_cmd:
-        return [host.shell_split(restart_cmd)]
+        try:
+            return [shlex.split(restart_cmd)]
+        except ValueError as exc:
+            raise DevboxError(f"cannot parse --restart-cmd {restart_cmd!r}: {exc}") from None
     if paths.systemd_running.is_dir():
         # StartLimitBurst: after failed starts, a rollback restart needs reset-failed first
         return [["systemctl", "reset-failed", "docker"], ["systemctl", "restart", "docker"]]
@@ -110,26 +115,26 @@ def validate_config(text: str) -> str | None:
 
 
 def _write(change: FileChange) -> None:
-    with hostfile.locked(change.path):
+    with files.locked(change.path):
         if change.delete:
-            hostfile.remove(change.path)
+            files.remove(change.path)
         else:
-            hostfile.write_atomic(change.path, change.new.encode())
+            files.write_atomic(change.path, change.new.encode())
 
 
 def _come_back(restart_commands: list[list[str]], verify: Callable[[], str | None] | None, timeout: float) -> str | None:
     """Restart, wait for the engine, verify.  The failure, or ``None``."""
-    from devbox import engine
+    from devbox.engine.client import wait_until_up
 
     failure = run_restart(restart_commands)
-    if failure is None and not engine.wait_until_up(timeout):
+    if failure is None and not wait_until_up(timeout):
         failure = f"dockerd did not come back within {timeout:.0f}s"
     if failure is None and verify is not None:
         failure = verify()
     return failure
 
 
-def execute(
+def apply_changes(
     paths: Paths,
     changes: tuple[FileChange, ...],
     restart_commands: list[list[str]],
@@ -143,14 +148,14 @@ def execute(
     Returns the backup stamp.  Raises :class:`HostError` after a successful
     rollback, :class:`RollbackError` when even the rollback failed.
     """
-    stamp = hostfile.timestamp()
-    snapshots = [hostfile.Snapshot.take(c.path) for c in changes]
+    stamp = files.timestamp()
+    snapshots = [files.Snapshot.take(c.path) for c in changes]
     for snap, change in zip(snapshots, changes):
         if (snap.data or b"").decode(errors="replace") != change.old:
             raise HostError(f"{change.path} changed while devbox was planning", hint="re-run the command")
     for snap in snapshots:
-        hostfile.backup(snap, paths.remap_backups, stamp)
-    written: list[hostfile.Snapshot] = []
+        files.backup(snap, paths.remap_backups, stamp)
+    written: list[files.Snapshot] = []
     try:
         for snap, change in zip(snapshots, changes):
             _write(change)
@@ -166,7 +171,7 @@ def execute(
         return stamp
     progress(f"failed: {failure}; rolling back")
     for snap in snapshots:
-        with hostfile.locked(snap.path):
+        with files.locked(snap.path):
             snap.restore()
     second = _come_back(restart_commands, None, timeout)
     if second is not None:
@@ -201,7 +206,7 @@ class Journal:
                             hint="restore files by hand from the backups beside it") from None
 
     def save(self) -> None:
-        hostfile.write_atomic(self.path, (json.dumps({"version": 1, "applies": self.applies}, indent=2) + "\n").encode(),
+        files.write_atomic(self.path, (json.dumps({"version": 1, "applies": self.applies}, indent=2) + "\n").encode(),
                               mode=0o600)
 
 
@@ -214,8 +219,8 @@ def record(paths: Paths, user: str, stamp: str, changes: tuple[FileChange, ...])
             {
                 "path": str(c.path),
                 "existed": c.existed,
-                "before_sha256": hostfile.sha256(c.old.encode()) if c.existed else None,
-                "after_sha256": hostfile.sha256(c.new.encode()),
+                "before_sha256": sha256_hex(c.old.encode()) if c.existed else None,
+                "after_sha256": sha256_hex(c.new.encode()),
                 "backup": str(paths.remap_backups / stamp / str(c.path).strip("/").replace("/", "_")) if c.existed else None,
                 "added": list(c.added),
                 "removed": list(c.removed),
@@ -231,7 +236,7 @@ def record(paths: Paths, user: str, stamp: str, changes: tuple[FileChange, ...])
 def _inverse(f: dict[str, Any], text: str) -> tuple[str, bool, str]:
     """One recorded edit undone on ``text``: (new text, file exists, reason)."""
     backup: str | None = f.get("backup")
-    if hostfile.sha256(text.encode()) == f["after_sha256"] and (backup or not f["existed"]):
+    if sha256_hex(text.encode()) == f["after_sha256"] and (backup or not f["existed"]):
         # untouched since devbox wrote it: the backup is the exact earlier state
         if backup is not None:
             return Path(backup).read_text(), True, "restored the copy saved before devbox changed it"
@@ -263,7 +268,7 @@ def plan_revert(paths: Paths) -> tuple[FileChange, ...]:
         for f in entry["files"]:
             path = Path(f["path"])
             if path not in current:
-                now[path] = host.read_text(path)
+                now[path] = read_text(path)
                 current[path] = (now[path] or "", now[path] is not None)
             text, exists, reason = _inverse(f, current[path][0])
             current[path] = (text, exists)
@@ -282,4 +287,4 @@ def finish_revert(paths: Paths) -> None:
     """Retire the journal: what it recorded is undone (kept beside it for the record)."""
     journal = paths.remap_journal
     if journal.exists():
-        journal.rename(journal.with_name(f"journal.reverted-{hostfile.timestamp()}.json"))
+        journal.rename(journal.with_name(f"journal.reverted-{files.timestamp()}.json"))

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import hostimage
-from devbox.engine import fast_call
-from devbox.idmap import IdMap, parse_proc_map
+from devbox.core.idmap import IdMap, parse_proc_map
+from devbox.engine import hostimage
+from devbox.errors import EngineError
 
 if TYPE_CHECKING:
-    from devbox.dockerapi import Api
+    from devbox.engine.fastapi import Api
 
 PROBE_REPO = "devbox/probe"
 PROBE_LABEL = "devbox.probe"
@@ -89,16 +89,9 @@ def _failed(started: float, why: str) -> ProbeResult:
     return ProbeResult(None, None, None, None, None, None, time.monotonic() - started, f"probe did not report: {why}")
 
 
-def run(api: Api | object, owner: tuple[int, int] | None = None, timeout: float = 20) -> ProbeResult:
+def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> ProbeResult:
     """Run the probe once.  ``owner`` is who the temporary directory should belong to
-    (the target user, when devbox runs as root); container root must be able to write there.
-
-    ``api`` is the fast client; an SDK client is accepted and swapped for one (same engine)."""
-    from devbox.dockerapi import Api as _Api
-    from devbox.engine import fast_api
-
-    if not isinstance(api, _Api):
-        api = fast_api()
+    (the target user, when devbox runs as root); container root must be able to write there."""
     started = time.monotonic()
     image = ensure_image(api)
     workdir = tempfile.mkdtemp(prefix="devbox-probe-")
@@ -115,15 +108,15 @@ def run(api: Api | object, owner: tuple[int, int] | None = None, timeout: float 
             "Labels": {PROBE_LABEL: "1"},
             "HostConfig": {"Binds": [f"{workdir}:/probe:rw"], "NetworkMode": "none"},
         }
-        container = fast_call(lambda: api.create_container(spec))
+        container = api.create_container(spec)
         cid = container
-        fast_call(lambda: api.start(cid))
+        api.start(cid)
         ready = Path(workdir, "ready")
         deadline = time.monotonic() + timeout
         delay = 0.002
         while not ready.exists():
             if time.monotonic() > deadline:
-                state = fast_call(lambda: api.inspect_container(cid)).get("State", {})
+                state = api.inspect_container(cid).get("State", {})
                 if state.get("Status") == "exited":
                     logs = api.logs(cid).strip()
                     return _failed(started, f"container exited with {state.get('ExitCode')}: {logs or 'no output'}")
@@ -131,7 +124,7 @@ def run(api: Api | object, owner: tuple[int, int] | None = None, timeout: float 
                                         "(an engine in a VM that cannot see this host's files?)")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
-        state = fast_call(lambda: api.inspect_container(cid)).get("State", {})
+        state = api.inspect_container(cid).get("State", {})
         pid = int(state.get("Pid") or 0)
         proc_uid, proc_gid = _owner_of_process(pid) if pid else (None, None)
         st = os.lstat(os.path.join(workdir, "created"))
@@ -145,6 +138,6 @@ def run(api: Api | object, owner: tuple[int, int] | None = None, timeout: float 
         if container is not None:
             try:
                 api.remove_container(container, force=True)
-            except Exception:  # noqa: BLE001 - cleanup must not mask the result
+            except EngineError:  # cleanup must not mask the result
                 pass
         shutil.rmtree(workdir, ignore_errors=True)

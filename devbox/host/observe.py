@@ -1,8 +1,8 @@
-"""Read-only observation of the host: users, subordinate ids, kernel, dockerd's configuration.
+"""Read-only observation of the host: accounts, subordinate ids, kernel, dockerd's configuration.
 
-Everything returns plain data; nothing here writes.  Errors reading a file are
-kept as data too (``ReadResult.error``) so a check can report them instead of
-crashing half-way.
+Everything returns plain data; nothing here writes.  A file that cannot be read
+is a one-line :class:`~devbox.errors.DevboxError` naming it; callers that must
+report rather than stop (:func:`devbox.remap.assess.observe_host`) keep it as data.
 """
 
 from __future__ import annotations
@@ -13,49 +13,11 @@ import json
 import os
 import pwd
 import re
-import shlex
 from pathlib import Path
 
+from devbox.core.idmap import Account, SubidFile, parse_login_defs, parse_subid
 from devbox.errors import ConfigError, DevboxError, HostError
-from devbox.idmap import Account, SubidFile, parse_login_defs, parse_subid
 from devbox.paths import Paths
-
-
-@dataclasses.dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    group: str  # primary group name: dockerd keys /etc/subgid lines by it
-    home: str
-
-
-def resolve_user(name: str | None) -> User:
-    """The target user: ``name``, else ``SUDO_USER``, else whoever runs devbox.  Never root."""
-    if name is None and os.geteuid() == 0:
-        # under sudo, "you" is who ran sudo; a stray SUDO_USER in a user's own shell means nothing
-        sudo_user = os.environ.get("SUDO_USER")
-        name = sudo_user if sudo_user and sudo_user != "root" else None
-    try:
-        entry = pwd.getpwnam(name) if name is not None else pwd.getpwuid(os.getuid())
-    except KeyError:
-        if name is not None and name.isdigit():
-            try:
-                entry = pwd.getpwuid(int(name))
-            except KeyError:
-                raise DevboxError(f"no user with uid {name}", hint="pass --user NAME of an existing account") from None
-        else:
-            raise DevboxError(f"unknown user {name!r}", hint="pass --user NAME of an existing account") from None
-    if entry.pw_uid == 0:
-        raise DevboxError(
-            "refusing to remap to root: container root would stay host root",
-            hint="run as your own user, or pass --user NAME (with sudo, SUDO_USER is used)",
-        )
-    try:
-        group = grp.getgrgid(entry.pw_gid).gr_name
-    except KeyError:
-        group = entry.pw_name
-    return User(entry.pw_name, entry.pw_uid, entry.pw_gid, group, entry.pw_dir)
 
 
 def accounts() -> list[Account]:
@@ -269,10 +231,3 @@ def kernel(paths: Paths) -> Kernel:
         max_user_namespaces=_read_int(paths.proc / "sys" / "user" / "max_user_namespaces"),
         apparmor_restrict_unprivileged=_read_int(paths.proc / "sys" / "kernel" / "apparmor_restrict_unprivileged_userns"),
     )
-
-
-def shell_split(command: str) -> list[str]:
-    try:
-        return shlex.split(command)
-    except ValueError as exc:
-        raise DevboxError(f"cannot parse --restart-cmd {command!r}: {exc}") from None

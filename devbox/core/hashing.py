@@ -1,0 +1,40 @@
+"""Content hashes: the ``devbox.config-hash`` label, image tags, file digests (pure).
+
+A changed hash means "recreate"; an unchanged one means "leave it running"
+(compose's ``hash.go`` idea).  Build contexts are hashed by
+:func:`devbox.config.resolve.context_digest`, which reads the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from devbox.core.model import Build, Service
+
+HASH_VERSION = "devbox-config-v1"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_tag(build: Build) -> str:
+    """A tag derived from the context's content and the build args: same inputs, same tag, shared across projects."""
+    h = sha256_hex(json.dumps([build.digest, build.dockerfile, list(build.args)]).encode())
+    return f"devbox/{build.context}:{h[:12]}"
+
+
+def config_hash(service: Service) -> str:
+    """Stable sha256 of everything that shapes the container (the ``devbox.config-hash`` label).
+
+    The image enters as its reference (for built images a content-derived
+    tag), the placeholder for the image id; the plan compares image ids
+    separately.  ``build`` itself is left out: its ``context_dir`` differs
+    between checkouts, and its content is already in the tag.
+    """
+    spec = dataclasses.asdict(service)
+    spec.pop("build")
+    spec.pop("userns_reason")  # documentation, not configuration
+    return sha256_hex(json.dumps([HASH_VERSION, spec], sort_keys=True).encode())

@@ -1,0 +1,1 @@
+"""``devbox doctor``: every check that decides whether bind-mounted files stay yours."""

@@ -1,0 +1,1 @@
+"""``devbox remap``: observe the host, assess it (pure), plan the edits (pure), apply or revert them."""

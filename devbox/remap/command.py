@@ -1,0 +1,165 @@
+"""``devbox remap``: check (the default), ``--apply`` and ``--revert``; what the CLI calls, and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from typing import Any
+
+from devbox import console
+from devbox.core.findings import Finding, worst
+from devbox.core.idmap import map_rows
+from devbox.errors import ConfigError, DevboxError, Exit, HostError
+from devbox.host import change
+from devbox.host.user import User, refuse_root, resolve_user
+from devbox.paths import Paths
+from devbox.remap.assess import FIX_APPLY, HostState, assess, assess_kernel, observe_host
+from devbox.remap.plan import apply_remap, plan_remap
+
+
+def remap_target(name: str | None) -> User:
+    """The user whose container root the remap is about (never root: container root would stay host root)."""
+    return refuse_root(resolve_user(name), "refusing to remap to root: container root would stay host root",
+                       "run as your own user, or pass --user NAME (with sudo, SUDO_USER is used)")
+
+
+def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: bool = False) -> Exit:
+    paths = Paths.from_env()
+    target = remap_target(user)
+    state = observe_host(paths, target, probe=probe)
+    findings = assess(state)
+    if not probe:
+        findings = [f for f in findings if not f.id.startswith("probe.")]
+    status = worst(findings)
+    if json_out:
+        console.emit_json(report_json(state, findings))
+    else:
+        render_report(state, findings, verbose)
+    return Exit.PROBLEMS if status == "fail" else Exit.OK
+
+
+def report_json(state: HostState, findings: list[Finding]) -> dict[str, Any]:
+    u = state.user
+    return {
+        "schema": "devbox.remap/1",
+        "user": {"name": u.name, "uid": u.uid, "gid": u.gid, "group": u.group},
+        "ok": worst(findings) != "fail",
+        "findings": [f.to_json() for f in findings],
+        "predicted": {
+            "uid_map": [dataclasses.asdict(r) for r in state.predicted_uid_map],
+            "gid_map": [dataclasses.asdict(r) for r in state.predicted_gid_map],
+        },
+        "probe": state.probe.to_json() if state.probe else None,
+    }
+
+
+def render_report(state: HostState, findings: list[Finding], verbose: bool) -> None:
+    u = state.user
+    console.say(f"devbox remap — {u.name} (uid {u.uid}, gid {u.gid})", style="bold")
+    render_findings(findings, verbose)
+    rows = map_rows(state.predicted_uid_map)
+    if rows:
+        console.say("")
+        console.table(["container uid", "host uid", "count"], rows, title="Predicted uid map (from /etc/subuid, in file order)")
+    ok = worst(findings) != "fail"
+    console.say("")
+    console.say("remap proven: container root is you" if ok and state.probe else
+                "remap looks right (probe skipped)" if ok else
+                f"remap is not working — fix: {FIX_APPLY} (--dry-run shows every edit first)",
+                style="green" if ok else "red")
+
+
+def render_findings(findings: list[Finding], verbose: bool) -> None:
+    for f in findings:
+        console.status_line(f.status, f.title)
+        if verbose or f.status in ("fail", "warn"):
+            console.indented(f.evidence)
+        if f.fix and f.status in ("fail", "warn"):
+            console.indented([f"fix: {f.fix}"], style="cyan")
+
+
+def _require_root(args: list[str]) -> None:
+    if os.geteuid() != 0:
+        raise HostError("changing /etc/subuid, /etc/subgid and daemon.json needs root",
+                        hint=f"run: sudo {shlex.join(['devbox', 'remap', *args])}")
+
+
+def change_command(
+    *, revert: bool, user: str | None, dry_run: bool, yes: bool, restart_cmd: str | None, json_out: bool,
+) -> Exit:
+    paths = Paths.from_env()
+    if revert:
+        return _revert_command(paths, dry_run=dry_run, yes=yes, restart_cmd=restart_cmd, json_out=json_out)
+    target = remap_target(user)
+    args = ["--apply", "--user", target.name] + (["--restart-cmd", restart_cmd] if restart_cmd else [])
+    if not dry_run:
+        _require_root(args)
+    state = observe_host(paths, target, probe=True)
+    if state.kernel.max_user_namespaces == 0 or not state.kernel.userns_supported:
+        f = assess_kernel(state.kernel)
+        raise HostError("the kernel cannot run user namespaces: " + "; ".join(f.evidence), hint=f.fix)
+    p = plan_remap(state, paths)
+    if json_out:
+        console.emit_json({"schema": "devbox.remap-apply/1", "changes": [
+            {"path": str(c.path), "reasons": list(c.reasons), "diff": c.diff()} for c in p.changes],
+            "restart": p.restart, "dry_run": dry_run})
+    if p.nothing_to_do:
+        if not json_out:
+            console.say(f"nothing to change: the remap for {target.name} is configured and proven "
+                        f"(container root = host uid {target.uid})", style="green")
+        return Exit.OK
+    if not json_out:
+        for c in p.changes:
+            console.say(f"{c.path}:", style="bold")
+            console.indented([f"- {r}" for r in c.reasons], style="")
+            console.diff(c.diff())
+        if p.restart_reason:
+            console.say(p.restart_reason)
+        if not change.validate_available():
+            console.info("note: this dockerd has no --validate (it arrived in Docker 23); the restart itself is the test, with rollback")
+    if dry_run:
+        return Exit.OK
+    new_json = next((c.new for c in p.changes if c.path == paths.daemon_json), None)
+    problem = change.validate_config(new_json) if new_json is not None else None
+    if problem:
+        raise ConfigError(f"dockerd --validate rejects the new daemon.json: {problem}", where=str(paths.daemon_json))
+    if state.engine is not None and not state.engine.userns:
+        console.info(f"while remap is on, the {state.engine.images} image(s) and {state.engine.containers} container(s) "
+                     f"under {state.engine.data_root} are not visible (dockerd uses {state.engine.data_root}/"
+                     f"{target.uid}.{target.gid}); nothing is deleted, and `devbox remap --revert` shows them again")
+    if not yes and not console.confirm("Apply these changes and restart dockerd?"):
+        raise DevboxError("not confirmed; nothing was changed", hint="re-run with --yes to skip the question")
+    stamp = apply_remap(paths, target, p, restart_cmd, progress=console.info)
+    console.say(f"remap configured and proven: container root = host uid {target.uid} ({target.name}); "
+                f"backups in {paths.remap_backups / stamp}", style="green")
+    return Exit.OK
+
+
+def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str | None, json_out: bool) -> Exit:
+    if not dry_run:
+        _require_root(["--revert"] + (["--restart-cmd", restart_cmd] if restart_cmd else []))
+    changes = change.plan_revert(paths)
+    if json_out:
+        console.emit_json({"schema": "devbox.remap-revert/1", "changes": [
+            {"path": str(c.path), "reasons": list(c.reasons), "diff": c.diff()} for c in changes], "dry_run": dry_run})
+    if not changes:
+        if not json_out:
+            console.say("nothing to revert: devbox has not changed this host's remap configuration", style="green")
+        return Exit.OK
+    if not json_out:
+        for c in changes:
+            console.say(f"{c.path}:", style="bold")
+            console.indented([f"- {r}" for r in c.reasons], style="")
+            console.diff(c.diff())
+    if dry_run:
+        return Exit.OK
+    if not yes and not console.confirm("Revert these changes and restart dockerd?"):
+        raise DevboxError("not confirmed; nothing was changed", hint="re-run with --yes to skip the question")
+    # the revert proves only that dockerd comes back: there is no remap left to prove
+    stamp = change.apply_changes(paths, changes, change.restart_argv(paths, restart_cmd), verify=None,
+                                 progress=console.info)
+    change.finish_revert(paths)
+    console.say(f"reverted; the state before devbox is back (copies of what was replaced: {paths.remap_backups / stamp})",
+                style="green")
+    return Exit.OK
