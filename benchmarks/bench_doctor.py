@@ -20,8 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness.daemon import RUN  # noqa: E402
 from timing import p90, timed  # noqa: E402
+
+from harness.daemon import RUN  # noqa: E402
 from harness.sandbox import EtcSandbox  # noqa: E402
 
 USER, UID = "devbox-bench", 1600

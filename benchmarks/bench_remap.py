@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from timing import p90, timed  # noqa: E402
+
 from harness.sandbox import EtcSandbox  # noqa: E402
 
 USER, UID = "devbox-bench", 1600

@@ -35,9 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devbox.idmap import IdRange  # noqa: E402
-from devbox.leaks import Attribution, HostUser, State  # noqa: E402
-from devbox.watch import Change, Watcher, inotify_watch_count, max_user_watches, scan  # noqa: E402
+from devbox.idmap import IdRange
+from devbox.leaks import Attribution, HostUser, State
+from devbox.watch import Change, Watcher, inotify_watch_count, max_user_watches, scan
 
 LEAK_UID = 100004
 
@@ -251,7 +251,7 @@ def bench_latency(base: Path, quick: bool) -> dict[str, Any]:
     stop.set()
     runner.join()
     w.close()
-    lat = [(flagged[p] - s) * 1000 for p, s in zip(paths, stamps) if p in flagged]
+    lat = [(flagged[p] - s) * 1000 for p, s in zip(paths, stamps, strict=True) if p in flagged]
     return {
         "chowns": len(paths),
         "flagged": len(lat),
@@ -273,10 +273,9 @@ def bench_container(base: Path, quick: bool) -> dict[str, Any]:
     figure includes the chown process's start (~1 ms): an upper bound on the watcher's share.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from devbox.leaks import load_attribution
     from harness.images import import_base_images
     from harness.sandbox import EtcSandbox
-
-    from devbox.leaks import load_attribution
 
     n = 200 if quick else 1000
     name, uid, first = "devbox-bench", 1600, 300000
@@ -320,7 +319,7 @@ def bench_container(base: Path, quick: bool) -> dict[str, Any]:
                  and (w.tracker.leaks[p].container_uid, w.tracker.leaks[p].service) != (5, "db")]
     finally:
         sb.close()
-    lat = [(flagged[p] - s) * 1000 for p, s in zip(paths, stamps) if p in flagged]
+    lat = [(flagged[p] - s) * 1000 for p, s in zip(paths, stamps, strict=True) if p in flagged]
     return {
         "chowns": n,
         "flagged": len(lat),

@@ -9,8 +9,8 @@ import pytest
 
 from devbox.config import resolve as config
 from devbox.core.hashing import config_hash
-from devbox.errors import ConfigError
 from devbox.core.model import Mount, Port, Profile, Project, RemapPolicy
+from devbox.errors import ConfigError
 
 BASE_PROFILE = """\
 description = "test stack"

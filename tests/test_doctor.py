@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from devbox import doctor
-from devbox.doctor import Check, Result, run_checks
-from devbox.errors import ConfigError, EngineError
 from devbox.core.findings import Finding
 from devbox.core.idmap import IdRange
-from devbox.watch.leaks import Kind, Leak
 from devbox.core.model import Mount, Profile, Service
+from devbox.doctor import Check, Result, run_checks
+from devbox.errors import ConfigError, EngineError
+from devbox.watch.leaks import Kind, Leak
 
 
 def _check(group: str, fid: str, status: str, needs: tuple[str, ...] = (), calls: list[str] | None = None) -> Check:

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import graphlib
+from pathlib import Path
 
 import pytest
 
 from devbox.config import resolve as config
 from devbox.core.hashing import config_hash
 from devbox.core.model import (
-    find_cycle,
     Build,
     DependsOn,
     Healthcheck,
     Mount,
     Observed,
-    Profile,
     ObservedContainer,
     ObservedImage,
+    Profile,
     Service,
     Stack,
+    find_cycle,
 )
 from devbox.stack.reconcile import Action, StackPlan, reconcile, teardown
 

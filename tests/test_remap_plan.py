@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from devbox.core.idmap import Account, parse_subid
 from devbox.engine.client import EngineInfo
 from devbox.errors import ConfigError, HostError
 from devbox.host.observe import DaemonJson, Flag, Kernel
 from devbox.host.user import User
-from devbox.core.idmap import Account, parse_subid
 from devbox.paths import Paths
 from devbox.remap.assess import HostState, assess, assess_kernel
-from devbox.remap.plan import plan_remap as plan, plan_subid
+from devbox.remap.plan import plan_remap as plan
+from devbox.remap.plan import plan_subid
 
 USER = User("mino", 1500, 1500, "mino", "/home/mino")
 ACCOUNTS = (Account("root", 0), Account("mino", 1500), Account("alice", 1501), Account("nobody", 65534))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from devbox.watch import fixhelper
-from devbox.watch import process as watcher_proc
 from devbox.core.model import Service
 from devbox.paths import Paths
+from devbox.watch import fixhelper
+from devbox.watch import process as watcher_proc
 
 
 def test_mount_plan_collapses_parents_and_keeps_entries_unmounted() -> None:
@@ -41,8 +41,8 @@ def test_helper_image_is_deterministic_and_holds_chown() -> None:
     import io
     import tarfile
 
-    data = fixhelper.image_tar()
-    assert data == fixhelper.image_tar()
+    data = fixhelper.helper_image_tar()
+    assert data == fixhelper.helper_image_tar()
     names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
     assert "bin/chown" in names and "fix" in names
     assert any(n.endswith(".so.6") or "libc" in n for n in names)

@@ -26,12 +26,11 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, cast
+from typing import Any, cast
 
 from devbox import paths
-from devbox.host.user import resolve_user
-from devbox.errors import ConfigError
 from devbox.core.hashing import image_tag
 from devbox.core.model import (
     Build,
@@ -48,6 +47,8 @@ from devbox.core.model import (
     find_cycle,
     volume_name,
 )
+from devbox.errors import ConfigError
+from devbox.host.user import resolve_user
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -565,7 +566,7 @@ def profile_files(shipped: Path, project_root: Path | None) -> dict[str, Path]:
     return found
 
 
-def _suggest(name: str, choices: Iterable[str]) -> str:
+def suggest(name: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     if close:
@@ -587,7 +588,7 @@ def _extends_chain(name: str, raws: Mapping[str, RawProfile]) -> list[RawProfile
         if current.extends is None:
             break
         if current.extends not in raws:
-            raise current.src.error(("extends",), f"unknown profile '{current.extends}' in extends", _suggest(current.extends, raws))
+            raise current.src.error(("extends",), f"unknown profile '{current.extends}' in extends", suggest(current.extends, raws))
         current = raws[current.extends]
     return list(reversed(chain))
 
@@ -613,13 +614,17 @@ class _ProjectFile:
     watch: WatchSettings
 
 
+def project_slug(root: Path) -> str:
+    """The default project name: the directory's name, lowercased, runs of other characters as ``-``."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", root.name.lower()).strip("-._") or "project"
+
+
 def _read_project_file(root: Path, file: Path) -> _ProjectFile:
     src = read_toml(file)
     ck = _Checker(src)
     data = src.data
     ck.keys((), data, PROJECT_KEYS)
-    default_name = re.sub(r"[^a-z0-9_.-]+", "-", root.name.lower()).strip("-._") or "project"
-    name = ck.string(("name",), data.get("name", default_name))
+    name = ck.string(("name",), data.get("name", project_slug(root)))
     if not _NAME_RE.match(name):
         raise ck.fail(("name",), f"name: '{name}' is not a project name (lowercase letters, digits, _ . -)")
     profile = ck.string(("profile",), data.get("profile", DEFAULT_PROFILE))
@@ -712,7 +717,7 @@ def _build_service(name: str, lay: _Layered, ctx: _Ctx, known_contexts: Sequence
             raise lay.fail("build", (), f"{lay.path('build')} needs 'context' (a directory under images/)")
         context = b["context"]
         if context not in known_contexts:
-            raise lay.fail("build", ("context",), f"{lay.path('build', 'context')}: no image '{context}' in {ctx.images}", _suggest(context, known_contexts))
+            raise lay.fail("build", ("context",), f"{lay.path('build', 'context')}: no image '{context}' in {ctx.images}", suggest(context, known_contexts))
         build = _make_build(ctx.images / context, context, b.get("args", {}), b.get("dockerfile", "Dockerfile"))
         image = image_tag(build)
     elif "image" in d:
@@ -847,7 +852,7 @@ def _resolve_profile(raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx,
             if dep.service not in services:
                 if dep.service in layered:
                     raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: service '{dep.service}' is disabled in profile '{raw.name}'")
-                raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: unknown service '{dep.service}'", _suggest(dep.service, services))
+                raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: unknown service '{dep.service}'", suggest(dep.service, services))
             if dep.condition == "healthy" and services[dep.service].healthcheck is None:
                 raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: condition 'healthy' needs a healthcheck on service '{dep.service}'")
     cycle = find_cycle({n: [d.service for d in s.depends_on] for n, s in services.items()})
@@ -902,13 +907,13 @@ def load_project(
     )
     profiles = _load_profiles(profiles_dir or paths.shipped_profiles(), ctx)
     if pf.profile not in profiles:
-        raise pf.src.error(("profile",), f"unknown profile '{pf.profile}'", _suggest(pf.profile, profiles))
+        raise pf.src.error(("profile",), f"unknown profile '{pf.profile}'", suggest(pf.profile, profiles))
     all_services = {s for p in profiles.values() for s in p.service_names}
     for key in ("services", "ports"):
         table: Mapping[str, Any] = pf.services if key == "services" else pf.ports
         for svc in table:
             if svc not in all_services:
-                raise pf.src.error((key, svc), f"{key}.{svc}: no profile has a service '{svc}'", _suggest(svc, all_services))
+                raise pf.src.error((key, svc), f"{key}.{svc}: no profile has a service '{svc}'", suggest(svc, all_services))
     return Project(
         name=pf.name,
         root=root,

@@ -9,7 +9,8 @@ same ids and, from :data:`TITLES`, the same wording.  The ``--json`` shape
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 Status = Literal["ok", "warn", "fail", "skip"]
 

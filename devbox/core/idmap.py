@@ -22,7 +22,7 @@ users hit lives in the details:
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 ID_LIMIT = 2**32 - 1  # (uid_t)-1 is "no id"; the last valid id is 2**32 - 2
 MIN_SUBORDINATE = 65536  # ids a container needs for a normal Debian userland

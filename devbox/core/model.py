@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import graphlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 LABEL_PROJECT = "devbox.project"
 LABEL_SERVICE = "devbox.service"

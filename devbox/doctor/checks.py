@@ -58,9 +58,10 @@ import json
 import os
 import pwd
 import stat as _stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from devbox import remap
 from devbox.errors import ConfigError, DevboxError, EngineError, Exit, HostError

@@ -7,7 +7,7 @@ as the whole probe, so those calls go straight to dockerd's socket with the
 standard library.  Everything else uses the SDK through :mod:`devbox.engine.client`.
 
 Errors come back as :class:`~devbox.errors.EngineError` with a ``kind`` from
-the HTTP status or the socket's errno (:mod:`devbox.engine.client`).
+the HTTP status or the socket's errno (:mod:`devbox.engine.errors`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Api:
             payload = json.dumps(body).encode()
         if payload is not None:
             headers["Content-Type"] = content_type
-        from devbox.engine.client import from_os_error
+        from devbox.engine.errors import from_os_error
 
         for attempt in (1, 2):
             try:
@@ -77,7 +77,7 @@ class Api:
     def call(self, method: str, path: str, **kw: Any) -> Any:
         status, raw = self.request(method, path, **kw)
         if status >= 400:
-            from devbox.engine.client import from_status
+            from devbox.engine.errors import from_status
 
             try:
                 message = json.loads(raw).get("message", raw.decode(errors="replace"))
@@ -113,7 +113,7 @@ class Api:
         # the import streams JSON progress; an error arrives as {"error": ...} with status 200
         status, raw = self.request("POST", "/images/create", query={"fromSrc": "-", "repo": repository, "tag": tag},
                                    data=data, content_type="application/x-tar")
-        from devbox.engine.client import from_status
+        from devbox.engine.errors import from_status
 
         if status >= 400:
             raise from_status(status, raw.decode(errors="replace").strip()[-300:])

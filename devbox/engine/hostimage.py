@@ -13,7 +13,8 @@ import io
 import os
 import subprocess
 import tarfile
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from devbox.engine.fastapi import Api

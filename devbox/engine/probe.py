@@ -59,14 +59,14 @@ class ProbeResult:
 # --- the image ----------------------------------------------------------------
 
 
-def image_tar() -> bytes:
+def probe_image_tar() -> bytes:
     """/bin/sh and its libraries, plus the /probe mount point."""
     return hostimage.rootfs_tar(hostimage.program_files("/bin/sh", "/bin/sh"), dirs=("/probe",))
 
 
-def ensure_image(api: Api) -> str:
+def ensure_probe_image(api: Api) -> str:
     """The probe image's reference, importing it when the daemon lacks it."""
-    return hostimage.ensure(api, PROBE_REPO, image_tar())
+    return hostimage.ensure(api, PROBE_REPO, probe_image_tar())
 
 
 # --- running it ---------------------------------------------------------------
@@ -93,7 +93,7 @@ def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> 
     """Run the probe once.  ``owner`` is who the temporary directory should belong to
     (the target user, when devbox runs as root); container root must be able to write there."""
     started = time.monotonic()
-    image = ensure_image(api)
+    image = ensure_probe_image(api)
     workdir = tempfile.mkdtemp(prefix="devbox-probe-")
     container = None
     try:

@@ -17,8 +17,9 @@ import json
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from devbox.core.hashing import sha256_hex
 from devbox.errors import DevboxError, HostError, RollbackError
@@ -150,14 +151,14 @@ def apply_changes(
     """
     stamp = files.timestamp()
     snapshots = [files.Snapshot.take(c.path) for c in changes]
-    for snap, change in zip(snapshots, changes):
+    for snap, change in zip(snapshots, changes, strict=True):
         if (snap.data or b"").decode(errors="replace") != change.old:
             raise HostError(f"{change.path} changed while devbox was planning", hint="re-run the command")
     for snap in snapshots:
         files.backup(snap, paths.remap_backups, stamp)
     written: list[files.Snapshot] = []
     try:
-        for snap, change in zip(snapshots, changes):
+        for snap, change in zip(snapshots, changes, strict=True):
             _write(change)
             written.append(snap)
             progress(f"{'removed' if change.delete else 'wrote'} {change.path} (backup in {paths.remap_backups / stamp})")

@@ -102,7 +102,7 @@ def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool =
 
         try:
             api = client.fast_api()
-            info = client.info(api)
+            info = client.inspect_engine(api)
             if probe:
                 probe_result, probe_error = run_probe(api, user)
         except DevboxError as exc:

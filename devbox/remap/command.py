@@ -33,13 +33,13 @@ def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: boo
         findings = [f for f in findings if not f.id.startswith("probe.")]
     status = worst(findings)
     if json_out:
-        console.emit_json(report_json(state, findings))
+        console.emit_json(remap_report_json(state, findings))
     else:
         render_report(state, findings, verbose)
     return Exit.PROBLEMS if status == "fail" else Exit.OK
 
 
-def report_json(state: HostState, findings: list[Finding]) -> dict[str, Any]:
+def remap_report_json(state: HostState, findings: list[Finding]) -> dict[str, Any]:
     u = state.user
     return {
         "schema": "devbox.remap/1",

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from devbox.core.idmap import MIN_SUBORDINATE, Account, SubidFile, account_overlaps, allocate, range_overlaps, seed_style, sub_bounds
+from devbox.core.idmap import (
+    MIN_SUBORDINATE,
+    Account,
+    SubidFile,
+    account_overlaps,
+    allocate,
+    range_overlaps,
+    seed_style,
+    sub_bounds,
+)
 from devbox.errors import ConfigError, HostError
 from devbox.host import change
 from devbox.host.change import FileChange, json_indent
 from devbox.host.observe import DaemonJson
 from devbox.host.user import User
 from devbox.paths import Paths
-from devbox.remap.assess import KEY, HostState, selects_user, assess_engine, assess_probe, observe_host
+from devbox.remap.assess import KEY, HostState, assess_engine, assess_probe, observe_host, selects_user
 
 
 @dataclasses.dataclass(frozen=True)

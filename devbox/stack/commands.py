@@ -11,18 +11,22 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from devbox import console
 from devbox.config import resolve as config
-from devbox.core.model import Profile, Project, Stack
-from devbox.engine.client import call, connect
+from devbox.core.model import Profile, Project
+from devbox.engine.client import connect
+from devbox.engine.errors import call
 from devbox.errors import ConfigError, DevboxError, Exit
 from devbox.host.files import write_atomic
 from devbox.host.user import paths_for, resolve_user
 
 if TYPE_CHECKING:
+    import docker
+
     from devbox.stack.executor import Report
 
 
@@ -226,14 +230,14 @@ def shell(service: str, *, start: Path | None = None) -> int:
 
 def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     from devbox.core.hashing import config_hash
-    from devbox.engine.client import info as engine_info
+    from devbox.engine.client import inspect_engine
     from devbox.stack import observe
 
     project = config.find_project(start)
     client = connect()
     desired = project.stack()
     found = observe.containers(client, project.name)
-    engine = engine_info(client, version=False) if found else None
+    engine = inspect_engine(client, version=False) if found else None
     # what an empty UsernsMode means depends on the daemon: remapped only where the daemon remaps
     default_userns = "remapped" if engine and engine.userns else "rootless" if engine and engine.rootless else "none"
     rows: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import console
 from devbox.core.model import LABEL_PROJECT, LABEL_VOLUME, Build, DependsOn, Service, Stack
-from devbox.engine.client import call
+from devbox.engine.errors import call
 from devbox.errors import DevboxError, EngineError, EngineErrorKind
 from devbox.stack.reconcile import Action, Operation, StackPlan
 
@@ -69,16 +70,16 @@ def execute(client: docker.DockerClient, plan: StackPlan) -> Report:
         if op.action is Action.REMOVE_ORPHAN:
             _remove_container(client, op, report)
         elif op.action is Action.CREATE_NETWORK:
-            call(lambda: client.api.create_network(op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project}))
+            call(functools.partial(client.api.create_network, op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project}))
             report.add(f"network {op.name}: created")
         elif op.action is Action.CREATE_VOLUME:
-            call(lambda: client.api.create_volume(op.name, labels={LABEL_PROJECT: plan.stack.project, LABEL_VOLUME: op.name}))
+            call(functools.partial(client.api.create_volume, op.name, labels={LABEL_PROJECT: plan.stack.project, LABEL_VOLUME: op.name}))
             report.add(f"volume {op.name}: created")
         elif op.action is Action.REMOVE_NETWORK:
             _remove_network(client, op.name)
             report.add(f"network {op.name}: removed")
         elif op.action is Action.REMOVE_VOLUME:
-            call(lambda: client.api.remove_volume(op.name, force=True))
+            call(functools.partial(client.api.remove_volume, op.name, force=True))
             report.add(f"volume {op.name}: removed")
     images = [op for op in prepare if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)]
     if images:

@@ -11,10 +11,9 @@ import dataclasses
 import io
 import re
 import tarfile
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from devbox.engine.client import call
-from devbox.errors import EngineError, EngineErrorKind
 from devbox.core.model import (
     LABEL_CONFIG_HASH,
     LABEL_PROFILE,
@@ -25,6 +24,8 @@ from devbox.core.model import (
     ObservedContainer,
     ObservedImage,
 )
+from devbox.engine.errors import call
+from devbox.errors import EngineError, EngineErrorKind
 
 if TYPE_CHECKING:
     import docker

@@ -17,8 +17,9 @@ import struct
 import sys
 import termios
 import tty
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from devbox import console
 

@@ -14,8 +14,9 @@ import signal
 import stat as _stat
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from devbox import console
 from devbox.errors import ConfigError, DevboxError, Exit
@@ -51,7 +52,7 @@ class Target:
         return load_attribution(self.user, self.services_by_uid, host_ns_services=self.host_ns_services)
 
 
-def find_project(start: Path | None = None, *, required: bool) -> Project | None:
+def project_or_none(start: Path | None = None, *, required: bool) -> Project | None:
     from devbox.config.resolve import find_project as load
     from devbox.paths import project_root
 
@@ -68,7 +69,7 @@ def target(paths: Sequence[str] = (), *, profile: str | None = None, start: Path
     from devbox.core.model import WatchSettings
     from devbox.watch.leaks import service_uids
 
-    project = find_project(start, required=not paths)
+    project = project_or_none(start, required=not paths)
     settings = project.watch if project is not None else WatchSettings()
     by_uid, host_ns = service_uids(project.profile(profile).services if project is not None else ())
     if paths:

@@ -11,10 +11,10 @@ command would hand the files to real root.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from devbox.engine import client, hostimage
 from devbox.engine.client import RootVerdict
@@ -34,7 +34,7 @@ ARGS_BUDGET = 96 * 1024
 # --- the image ----------------------------------------------------------------------
 
 
-def image_tar() -> bytes:
+def helper_image_tar() -> bytes:
     """The host's chown and its libraries, plus the /fix mount point."""
     found = shutil.which("chown")
     if found is None:
@@ -42,9 +42,9 @@ def image_tar() -> bytes:
     return hostimage.rootfs_tar(hostimage.program_files(found, CHOWN_IN_IMAGE), dirs=("/fix",))
 
 
-def ensure_image(api: Api) -> str:
+def ensure_helper_image(api: Api) -> str:
     """The helper image's reference, importing it when the daemon lacks it."""
-    return hostimage.ensure(api, HELPER_REPO, image_tar())
+    return hostimage.ensure(api, HELPER_REPO, helper_image_tar())
 
 
 # --- may the helper run on this engine? ---------------------------------------------
@@ -52,7 +52,7 @@ def ensure_image(api: Api) -> str:
 
 def engine_fit(api: Api, user: HostUser) -> RootVerdict:
     """Does container root map to ``user`` on this engine (remap to the user, or rootless as the user)?"""
-    return client.info(api).root_is(user.name, user.uid, user.gid)
+    return client.inspect_engine(api).root_is(user.name, user.uid, user.gid)
 
 
 # --- running it ---------------------------------------------------------------------
@@ -97,7 +97,7 @@ def _batches(paths: Sequence[str]) -> list[list[str]]:
 
 def run_helper(api: Api, paths: Sequence[str]) -> None:
     """``chown -h 0:0 -- PATHS`` as container root in throwaway containers (PATHS are host paths)."""
-    image = ensure_image(api)
+    image = ensure_helper_image(api)
     for batch in _batches(paths):
         mounts, inside = mount_plan(batch)
         spec = {

@@ -19,12 +19,13 @@ import enum
 import json
 import os
 import shlex
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
 
 from devbox.core.idmap import IdMap, parse_subid, predict_map, to_container
-from devbox.host.files import write_atomic
 from devbox.core.model import Service
+from devbox.host.files import write_atomic
 from devbox.host.user import User, refuse_root, resolve_user
 
 

@@ -28,8 +28,8 @@ from devbox import console
 from devbox.errors import DevboxError
 from devbox.host.files import makedirs_owned, write_atomic
 from devbox.host.user import User, acting_for_other, paths_for, resolve_user
-from devbox.watch.leaks import watch_user
 from devbox.paths import Paths
+from devbox.watch.leaks import watch_user
 
 if TYPE_CHECKING:
     from devbox.core.model import Project

@@ -18,8 +18,8 @@ import stat as _stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from devbox.watch.leaks import Attribution, HostUser, Leak
 

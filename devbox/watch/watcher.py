@@ -24,8 +24,9 @@ import stat as _stat
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from devbox.watch.leaks import Attribution, Leak, RecordLog, State, latest_records
 from devbox.watch.scan import Clock, Found, Ignore, ScanResult, _Tally, _walk, outermost, scan

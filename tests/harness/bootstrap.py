@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.images import RELEASES, tarball  # noqa: E402
+from harness.images import RELEASES, tarball
 
 for release in RELEASES:
     print(f"base image tarball: {tarball(release)}", flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.daemon import PrivateDaemon  # noqa: E402
+from harness.daemon import PrivateDaemon
 
 
 def main() -> int:

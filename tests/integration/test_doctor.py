@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -74,9 +75,9 @@ def _assert_remap_ok(found: dict[str, Any]) -> None:
 def _probe_tag() -> str:
     import hashlib
 
-    from devbox.engine.probe import PROBE_REPO, image_tar
+    from devbox.engine.probe import PROBE_REPO, probe_image_tar
 
-    return f"{PROBE_REPO}:{hashlib.sha256(image_tar()).hexdigest()[:12]}"
+    return f"{PROBE_REPO}:{hashlib.sha256(probe_image_tar()).hexdigest()[:12]}"
 
 
 def test_remap_off_fixed_then_old_images_counted(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:

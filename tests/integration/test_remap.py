@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from harness.daemon import PrivateDaemon
 from harness.sandbox import EtcSandbox
 
