@@ -359,7 +359,7 @@ def test_render_of_edited_lines() -> None:
     assert SubidFile("/etc/subuid", (), (), (), trailing_newline=False).render() == ""
 
 
-# --- owned_by, numeric_lines, where -------------------------------------------
+# --- owned_by, where -------------------------------------------
 
 FILE = """\
 # managed by hand
@@ -403,13 +403,6 @@ def test_owned_by_is_case_sensitive() -> None:
 def test_owned_by_skips_problem_lines() -> None:
     parsed = parse_subid("mino:1500:1\nmino:x:1\nmino:100000:65536\n")
     assert [e.line for e in parsed.owned_by("mino")] == [1, 3]
-
-
-def test_numeric_lines() -> None:
-    parsed = parse_subid(FILE)
-    assert [(e.text(), e.line) for e in parsed.numeric_lines(1500)] == [("1500:400000:65536", 6)]
-    assert parsed.numeric_lines(1501) == ()
-    assert parse_subid("01500:1:1\n").numeric_lines(1500) == ()  # owner compared as text
 
 
 def test_where() -> None:

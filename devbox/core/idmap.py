@@ -12,8 +12,8 @@ users hit lives in the details:
 * Only lines whose owner *is* the name count: ``ALL`` in moby's parser is a
   query keyword ("every line of the file", used to find free ranges), not a
   line owner that applies to everybody; shadow-utils has no wildcard either.
-* Lines keyed by the numeric uid are ignored by dockerd 20.10 and preferred by
-  dockerd 23+; devbox writes name lines and warns about numeric ones.
+* Lines keyed by the numeric uid are ignored by dockerd 20.10 (and preferred
+  by dockerd 23+); devbox reads and writes name lines only.
 * dockerd 20.10 refuses the *whole* file when any line lacks three fields,
   and shadow-utils reads numbers with ``strtoul(..., 0)``: ``0100000`` is
   octal to it but decimal to dockerd.  Both are reported as problems.
@@ -89,10 +89,6 @@ class SubidFile:
         A line owned by ``ALL`` is *not* included: see the module docstring.
         """
         return tuple(e for e in self.entries if e.owner == name)
-
-    def numeric_lines(self, uid: int) -> tuple[SubidEntry, ...]:
-        """Lines keyed by the numeric ``uid`` (dockerd 23+ prefers these over name lines)."""
-        return tuple(e for e in self.entries if e.owner == str(uid))
 
     def where(self, line: int) -> str:
         """``path:line``, the way every message points at a line."""
@@ -248,9 +244,9 @@ def parse_proc_map(text: str) -> IdMap:
     return tuple(ranges)
 
 
-def format_map(idmap: IdMap) -> str:
-    """``container host count`` lines joined by newlines (no padding, no final newline)."""
-    return "\n".join(f"{r.container} {r.host} {r.count}" for r in idmap)
+def format_map(idmap: IdMap, sep: str = "\n") -> str:
+    """``container host count`` lines joined by ``sep`` (no padding, no final newline)."""
+    return sep.join(f"{r.container} {r.host} {r.count}" for r in idmap)
 
 
 def map_rows(idmap: IdMap) -> list[tuple[str, str, str]]:

@@ -21,6 +21,7 @@ from devbox.core.idmap import (
     SubidEntry,
     SubidFile,
     account_overlaps,
+    format_map,
     predict_map,
     range_overlaps,
     seed_style,
@@ -348,8 +349,8 @@ def assess_probe(state: HostState) -> list[Finding]:
     predicted = state.predicted_uid_map
     got = p.uid_map or ()
     map_ev = (
-        "uid_map: " + "; ".join(f"{r.container} {r.host} {r.count}" for r in got),
-        "predicted: " + ("; ".join(f"{r.container} {r.host} {r.count}" for r in predicted) or "(no lines)"),
+        "uid_map: " + format_map(got, "; "),
+        "predicted: " + (format_map(predicted, "; ") or "(no lines)"),
     )
     ok = tuple(got) == tuple(predicted) and tuple(p.gid_map or ()) == tuple(state.predicted_gid_map)
     out.append(Finding("probe.uid-map", "ok" if ok else "fail", map_ev,

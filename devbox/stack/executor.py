@@ -111,7 +111,12 @@ def _pull(client: docker.DockerClient, op: Operation, progress: console.BuildPro
     started = time.monotonic()
     progress.start(op.name)
     repo, _, tag = op.name.rpartition(":") if ":" in op.name.rsplit("/", 1)[-1] else (op.name, "", "latest")
-    call(lambda: client.api.pull(repo, tag=tag))
+    try:
+        call(lambda: client.api.pull(repo, tag=tag))
+    except EngineError as exc:
+        if exc.kind in (EngineErrorKind.UNREACHABLE, EngineErrorKind.PERMISSION, EngineErrorKind.TIMEOUT):
+            raise  # the engine itself, not the registry
+        raise pull_failed(op.name, exc.message) from None
     progress.done(op.name, time.monotonic() - started)
     return f"image {op.name}: pulled"
 
@@ -166,14 +171,19 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
         base = base_image(instruction)
         if base is not None:
             # the engine failed to get the FROM image: a registry or network problem, not the Dockerfile's
-            raise BuildError(
-                f"building {op.name}: cannot get the base image {base}: {last}",
-                hint=f"the engine could not pull {base}: check that it reaches its registry (docker pull {base}), "
-                     f"or load the image into the engine (docker load -i FILE, or docker import of a rootfs tarball)",
-            )
+            raise pull_failed(base, last, f"building {op.name}: ")
         raise BuildError(f"building {op.name} failed at {step}: {last}", hint=f"fix images/{op.build.context}/{op.build.dockerfile}")
     progress.done(op.name, time.monotonic() - started)
     return f"image {op.name}: built in {time.monotonic() - started:.1f}s"
+
+
+def pull_failed(image: str, why: str, prefix: str = "") -> EngineError:
+    """The engine could not get ``image`` from its registry: a network or registry problem, said so."""
+    return EngineError(
+        f"{prefix}cannot get the image {image}: {why}", kind=EngineErrorKind.PULL_FAILED,
+        hint=f"the engine could not pull it: check that it reaches its registry (docker pull {image}), "
+             "or load the image into the engine (docker load -i FILE, or docker import of a rootfs tarball)",
+    )
 
 
 def base_image(instruction: str) -> str | None:

@@ -104,7 +104,6 @@ class ContainerDetail:
     toolchain: str | None  # the image label, e.g. "python 3.11"
     exact: str | None  # /etc/devbox-toolchain inside the container, e.g. "Python 3.11.2"
     exit_code: int | None
-    started_at: str
 
 
 def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
@@ -125,7 +124,6 @@ def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
         toolchain=img.toolchain if img else None,
         exact=toolchain_file(client, container_id),
         exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
-        started_at=state.get("StartedAt", ""),
     )
 
 

@@ -19,13 +19,9 @@ import termios
 import tty
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from devbox import console
-
-
-class RawSocket(Protocol):
-    def fileno(self) -> int: ...
 
 
 def window_size(fd: int) -> tuple[int, int]:

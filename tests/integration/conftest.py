@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 
 from harness.daemon import SESSION, PrivateDaemon
+from harness.ids import OTHER_UID, OTHER_USER, TEST_UID, TEST_USER
 from harness.images import import_base_images
 from harness.sandbox import EtcSandbox
 
-TEST_USER = "devbox-tester"
-TEST_UID = 1500
-OTHER_USER = "devbox-other"  # a second real account, to catch ranges that overlap users
-OTHER_UID = 1501
+SUITE_RANGE = 200000  # the test user's subordinate range in the suite's /etc/subuid and /etc/subgid
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,6 +56,7 @@ def test_user(sandboxed: None) -> dict[str, object]:
     """A real account (in the overlay /etc) with subordinate ids laid out the way devbox wants them."""
     subprocess.run(["groupadd", "-f", "docker"], check=True)
     for name, uid in ((TEST_USER, TEST_UID), (OTHER_USER, OTHER_UID)):
+        # an account of that name the machine already has is reused (harness.ids took its uid)
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             subprocess.run(
                 # the home lives under /run/devbox-test: /home is the machine's own, not the overlay
@@ -70,7 +69,7 @@ def test_user(sandboxed: None) -> dict[str, object]:
         os.chown(home, uid, uid)
     subprocess.run(["usermod", "-aG", "docker", TEST_USER], check=True)
     for f in ("/etc/subuid", "/etc/subgid"):
-        Path(f).write_text(f"{TEST_USER}:{TEST_UID}:1\n{TEST_USER}:200000:65536\n")
+        Path(f).write_text(f"{TEST_USER}:{TEST_UID}:1\n{TEST_USER}:{SUITE_RANGE}:65536\n")
     return {"name": TEST_USER, "uid": TEST_UID, "gid": TEST_UID, "home": f"/run/devbox-test/home/{TEST_USER}"}
 
 

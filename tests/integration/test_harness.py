@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.daemon import PrivateDaemon
+from harness.ids import TEST_UID
 from harness.sandbox import EtcSandbox
 
 
@@ -18,8 +19,8 @@ def test_plain_engine_runs_containers_from_bootstrapped_images(plain_engine: Pri
 def test_remap_engine_maps_container_root_to_test_user(remap_engine: PrivateDaemon, tmp_path: Path) -> None:
     tmp_path.chmod(0o777)
     remap_engine.docker("run", "--rm", "-v", f"{tmp_path}:/w", "debian:bookworm-slim", "touch", "/w/f")
-    assert (tmp_path / "f").stat().st_uid == 1500
-    assert remap_engine.data_root.joinpath("1500.1500").is_dir()
+    assert (tmp_path / "f").stat().st_uid == TEST_UID
+    assert remap_engine.data_root.joinpath(f"{TEST_UID}.{TEST_UID}").is_dir()
 
 
 def test_etc_sandbox_never_touches_the_real_etc(etc_sandbox: EtcSandbox) -> None:

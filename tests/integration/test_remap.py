@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from harness.daemon import PrivateDaemon
+from harness.ids import TEST_UID
 from harness.sandbox import EtcSandbox
 
 USER = "devbox-tester"
-UID = 1500
+UID = TEST_UID
 FILES = ("/etc/subuid", "/etc/subgid", "/etc/docker/daemon.json")
 
 
@@ -49,26 +50,26 @@ def test_fresh_host_check_apply_prove_idempotent_revert(etc_sandbox: EtcSandbox,
 
     r = sb.devbox("remap", "--apply", "--dry-run", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "--- /etc/subuid (now)\n+++ /etc/subuid (devbox)\n@@ -0,0 +1,2 @@\n+devbox-tester:1500:1\n+devbox-tester:100000:65536\n" in r.stdout
+    assert f"--- /etc/subuid (now)\n+++ /etc/subuid (devbox)\n@@ -0,0 +1,2 @@\n+devbox-tester:{UID}:1\n+devbox-tester:100000:65536\n" in r.stdout
     assert '+  "userns-remap": "devbox-tester"' in r.stdout
     assert _snapshot(sb) == before  # a dry run changes nothing
 
     r = sb.devbox("remap", "--apply", "--yes", "--restart-cmd", sb.restart_cmd(d), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "remap configured and proven: container root = host uid 1500" in r.stdout
-    assert sb.read("/etc/subuid") == "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
-    assert sb.read("/etc/subgid") == "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    assert f"remap configured and proven: container root = host uid {UID}" in r.stdout
+    assert sb.read("/etc/subuid") == f"devbox-tester:{UID}:1\ndevbox-tester:100000:65536\n"
+    assert sb.read("/etc/subgid") == f"devbox-tester:{UID}:1\ndevbox-tester:100000:65536\n"
     assert json.loads(sb.read("/etc/docker/daemon.json")) == {"userns-remap": "devbox-tester"}
-    assert (d.data_root / "1500.1500").is_dir()
+    assert (d.data_root / f"{UID}.{UID}").is_dir()
 
     r = sb.devbox("remap", "--json", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] is True
-    assert report["probe"]["file_owner"] == {"uid": 1500, "gid": 1500}
-    assert report["probe"]["process"] == {"uid": 1500, "gid": 1500}
+    assert report["probe"]["file_owner"] == {"uid": UID, "gid": UID}
+    assert report["probe"]["process"] == {"uid": UID, "gid": UID}
     assert report["probe"]["uid_map"] == [
-        {"container": 0, "host": 1500, "count": 1},
+        {"container": 0, "host": UID, "count": 1},
         {"container": 1, "host": 100000, "count": 65536},
     ]
     assert {f["status"] for f in report["findings"]} == {"ok"}
@@ -99,46 +100,46 @@ def _check(sb: EtcSandbox, d: PrivateDaemon, env: dict[str, str]) -> dict[str, d
 
 def test_reversed_lines_detected_and_fixed(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    d = _setup(sb, "rm-rev", "devbox-tester:100000:65536\ndevbox-tester:1500:1\n", config={"userns-remap": USER})
+    d = _setup(sb, "rm-rev", f"devbox-tester:100000:65536\ndevbox-tester:{UID}:1\n", config={"userns-remap": USER})
     found = _check(sb, d, env)
     assert found["subuid.own-line"]["status"] == "fail"
     assert found["subuid.own-line"]["evidence"][-1] == (
-        "devbox-tester:1500:1 is not first: dockerd takes the lines in file order, "
+        f"devbox-tester:{UID}:1 is not first: dockerd takes the lines in file order, "
         "so container root becomes host uid 100000"
     )
     assert found["daemon.live"]["status"] == "fail"
-    assert "data root is for 100000.100000, not 1500.1500" in found["daemon.live"]["evidence"]
+    assert f"data root is for 100000.100000, not {UID}.{UID}" in found["daemon.live"]["evidence"]
     assert found["probe.file-owner"]["evidence"] == [
-        "created as container root: host uid 100000, gid 100000 (want 1500, 1500)"
+        f"created as container root: host uid 100000, gid 100000 (want {UID}, {UID})"
     ]
 
     r = _apply(sb, d, env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "moved devbox-tester:1500:1 before devbox-tester:100000:65536" in r.stdout
-    assert sb.read("/etc/subuid") == "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    assert f"moved devbox-tester:{UID}:1 before devbox-tester:100000:65536" in r.stdout
+    assert sb.read("/etc/subuid") == f"devbox-tester:{UID}:1\ndevbox-tester:100000:65536\n"
     assert {f["status"] for f in _check(sb, d, env).values()} == {"ok"}
 
 
 def test_seed_style_range_replaced(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    d = _setup(sb, "rm-seed", "devbox-tester:1500:65536\n", config={"userns-remap": USER, "debug": False})
+    d = _setup(sb, "rm-seed", f"devbox-tester:{UID}:65536\n", config={"userns-remap": USER, "debug": False})
     found = _check(sb, d, env)
     assert found["subuid.accounts"]["status"] == "fail"
     assert found["subuid.accounts"]["evidence"][0] == (
-        "/etc/subuid:1: devbox-tester:1500:65536 maps container uids 1.. onto host uids 1501.., the ids of real accounts"
+        f"/etc/subuid:1: devbox-tester:{UID}:65536 maps container uids 1.. onto host uids {UID + 1}.., the ids of real accounts"
     )
     r = _apply(sb, d, env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert ("replaced devbox-tester:1500:65536 (line 1): it maps container ids 1.. onto host ids 1501.., "
+    assert (f"replaced devbox-tester:{UID}:65536 (line 1): it maps container ids 1.. onto host ids {UID + 1}.., "
             "where real accounts live") in r.stdout
-    assert sb.read("/etc/subuid") == "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    assert sb.read("/etc/subuid") == f"devbox-tester:{UID}:1\ndevbox-tester:100000:65536\n"
     assert json.loads(sb.read("/etc/docker/daemon.json")) == {"userns-remap": USER, "debug": False}
     assert {f["status"] for f in _check(sb, d, env).values()} == {"ok"}
 
 
 def test_range_overlapping_another_user_reallocated(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    text = "devbox-other:100000:65536\ndevbox-tester:1500:1\ndevbox-tester:150000:65536\n"
+    text = f"devbox-other:100000:65536\ndevbox-tester:{UID}:1\ndevbox-tester:150000:65536\n"
     d = _setup(sb, "rm-ovl", text)
     found = _check(sb, d, env)
     assert found["subuid.overlap"]["status"] == "fail"
@@ -147,7 +148,7 @@ def test_range_overlapping_another_user_reallocated(etc_sandbox: EtcSandbox, env
     ]
     r = _apply(sb, d, env)
     assert r.returncode == 0, r.stdout + r.stderr
-    expected = "devbox-other:100000:65536\ndevbox-tester:1500:1\ndevbox-tester:215536:65536\n"
+    expected = f"devbox-other:100000:65536\ndevbox-tester:{UID}:1\ndevbox-tester:215536:65536\n"
     assert sb.read("/etc/subuid") == expected
     assert sb.read("/etc/subgid") == expected
     assert {f["status"] for f in _check(sb, d, env).values()} == {"ok"}
@@ -155,7 +156,7 @@ def test_range_overlapping_another_user_reallocated(etc_sandbox: EtcSandbox, env
 
 def test_flag_and_daemon_json_conflict_detected_and_fixed(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    good = "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+    good = f"devbox-tester:{UID}:1\ndevbox-tester:100000:65536\n"
     flag = [f"--userns-remap={USER}"]
     d = _setup(sb, "rm-flag", good, config={"debug": False}, extra_args=flag)
     sb.write("/etc/systemd/system/docker.service.d/userns.conf",
@@ -181,7 +182,7 @@ def test_daemon_that_cannot_start_rolls_back_byte_identical(etc_sandbox: EtcSand
     sb = etc_sandbox
     d = _setup(sb, "rm-fail", "someone:300000:65536\n", config={"debug": False})
     before = _snapshot(sb)
-    # the trap from ENVIRONMENT.md: a 0700 parent of the data root stops a remapped dockerd
+    # a known trap: a 0700 parent of the data root stops a remapped dockerd (README, daemon.parents)
     d.data_root.parent.chmod(0o700)
     try:
         r = _apply(sb, d, env)
@@ -197,7 +198,7 @@ def test_daemon_that_cannot_start_rolls_back_byte_identical(etc_sandbox: EtcSand
 
 def test_bad_inputs_one_line_nonzero_nothing_written(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    d = _setup(sb, "rm-bad", "devbox-tester:1500:1\n", start=False)
+    d = _setup(sb, "rm-bad", f"devbox-tester:{UID}:1\n", start=False)
     sb.write("/etc/docker/daemon.json", '{"debug": true,\n  "log-level": }\n')
     before = _snapshot(sb)
     e = {**env, **d.env}
@@ -219,7 +220,7 @@ def test_bad_inputs_one_line_nonzero_nothing_written(etc_sandbox: EtcSandbox, en
     assert _snapshot(sb) == before
 
     sb.write("/etc/docker/daemon.json", "{}\n")
-    sb.write("/etc/subuid", "devbox-tester:1500:1\ndevbox-tester:oops:65536\n")
+    sb.write("/etc/subuid", f"devbox-tester:{UID}:1\ndevbox-tester:oops:65536\n")
     line = one_line(sb.devbox("remap", "--apply", "--yes", "--restart-cmd", "true", env=e))
     assert line == ("devbox: error: /etc/subuid:2: START 'oops' is not a non-negative integer — fix or remove that "
                     "line first; devbox will not rewrite a file it cannot parse")

@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from harness.daemon import RUN, SESSION, PrivateDaemon
+from harness.ids import OTHER_UID, TEST_UID
 from harness.images import import_base_images
 
 USER = "devbox-tester"
-UID = 1500
+UID = TEST_UID
 HOME = f"/run/devbox-test/home/{USER}"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
@@ -143,7 +144,7 @@ def test_up_refuses_when_root_maps_to_someone_else(engine: PrivateDaemon) -> Non
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr == (
         "devbox: error: refusing to start services that bind-mount your files (editor, runtime): "
-        f"the engine at {engine.host} remaps container root to 1500:1500, not to devbox-other (1501:1501); files they write would not be yours "
+        f"the engine at {engine.host} remaps container root to {UID}:{UID}, not to devbox-other ({OTHER_UID}:{OTHER_UID}); files they write would not be yours "
         "— run 'sudo devbox remap --apply' (or set [remap] policy = \"warn\" in devbox.toml)\n"
     )
 

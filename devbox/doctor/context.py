@@ -1,0 +1,202 @@
+"""What doctor reads, once: host files, the engine, the probe, the project, its containers, the watcher's files.
+
+:func:`gather` reads the host and the engine into a :class:`Context`; engine and
+probe failures are kept as data (``Context.engine_error``,
+``HostState.probe_error``) for the checks to report.  The project, its
+containers, the leak attribution and the work-dir scan are read lazily, once,
+by the first check that needs them (a check whose prerequisite failed never
+touches them).  Tests build a :class:`Context` by hand and may set any of the
+lazy attributes directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devbox.core.model import LABEL_PROFILE, LABEL_PROJECT, Project
+from devbox.engine.client import connect, fast_api, inspect_engine
+from devbox.engine.errors import DEFAULT_HOST, call, socket_path
+from devbox.errors import ConfigError, DevboxError, EngineError
+from devbox.host.user import User
+from devbox.paths import Paths
+from devbox.paths import project_root as find_project_root
+from devbox.remap.assess import HostState, observe_host, run_probe
+from devbox.watch.leaks import Attribution, HostUser, load_attribution, service_uids
+from devbox.watch.scan import ScanResult, scan
+
+if TYPE_CHECKING:
+    import docker
+
+    from devbox.engine.probe import ProbeResult
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineFacts:
+    """What the engine says about itself beyond :class:`devbox.engine.client.EngineInfo`."""
+
+    components: tuple[str, ...]
+    platform: str
+
+
+class Context:
+    """Everything the checks look at.  Built by :func:`gather`; tests may build one by hand.
+
+    ``paths`` is the target user's (:func:`devbox.host.user.paths_for`): under
+    sudo, the watcher's files are looked for in their state directory, not root's.
+    """
+
+    def __init__(
+        self,
+        *,
+        paths: Paths,
+        state: HostState,
+        engine_error: EngineError | None,
+        facts: EngineFacts | None,
+        client: docker.DockerClient | None,
+        cwd: Path,
+        environ: Mapping[str, str],
+    ) -> None:
+        self.paths = paths
+        self.state = state
+        self.engine_error = engine_error
+        self.facts = facts
+        self.client = client
+        self.cwd = cwd
+        self.environ = environ
+
+    @property
+    def user(self) -> User:
+        return self.state.user
+
+    @property
+    def host(self) -> str:
+        return self.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+    @property
+    def socket(self) -> str | None:
+        return socket_path(self.host)
+
+    # -- the project, loaded once
+
+    @cached_property
+    def project_root(self) -> Path | None:
+        return find_project_root(self.cwd)
+
+    @cached_property
+    def project_or_error(self) -> Project | ConfigError | None:
+        if self.project_root is None:
+            return None
+        from devbox.config.resolve import load_project
+
+        try:
+            return load_project(self.project_root, home=Path(self.user.home))
+        except ConfigError as exc:
+            return exc
+
+    @property
+    def project(self) -> Project:
+        p = self.project_or_error
+        if p is None or isinstance(p, ConfigError):
+            raise ConfigError("no usable devbox.toml")  # unreachable: project.* checks need project.config
+        return p
+
+    @cached_property
+    def containers(self) -> list[dict[str, Any]]:
+        """``docker inspect`` of every container labelled with this project."""
+        client = self.client
+        if client is None:
+            return []
+        found = call(lambda: client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.project.name}"}))
+        return sorted((c.attrs for c in found), key=lambda a: str(a.get("Name", "")))
+
+    @cached_property
+    def running_profile(self) -> str | None:
+        for c in self.containers:
+            if c.get("State", {}).get("Running"):
+                return str((c.get("Config", {}).get("Labels") or {}).get(LABEL_PROFILE) or "") or None
+        return None
+
+    @property
+    def stack_running(self) -> bool:
+        return any(c.get("State", {}).get("Running") for c in self.containers)
+
+    @property
+    def profiles_checked(self) -> list[str]:
+        names = [self.project.default_profile]
+        if self.running_profile and self.running_profile not in names and self.running_profile in self.project.profiles:
+            names.append(self.running_profile)
+        return names
+
+    @property
+    def workdirs(self) -> list[str]:
+        return [m.source for m in self.project.workdirs if not m.read_only]
+
+    @property
+    def records_path(self) -> Path:
+        return self.paths.leak_records(self.project.name)
+
+    @property
+    def pidfile(self) -> Path:
+        return self.paths.watcher_pidfile(self.project.name)
+
+    @cached_property
+    def attribution(self) -> Attribution:
+        by_uid, host_ns = service_uids(
+            svc for prof in self.profiles_checked for svc in self.project.profile(prof).services
+        )
+        user = HostUser.of(self.user, self.project.watch.allowed_gids)
+        return load_attribution(user, by_uid, subuid=self.paths.subuid, subgid=self.paths.subgid, host_ns_services=host_ns)
+
+    @cached_property
+    def scan(self) -> ScanResult:
+        return scan(self.workdirs, self.attribution.user, ignore=self.project.watch.ignore)
+
+
+def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = None) -> Context:
+    """Read every layer once; engine and probe failures are kept as data."""
+    state = observe_host(paths, user, engine=False)
+    client = None
+    info = None
+    facts = None
+    engine_error: EngineError | None = None
+    probe_result = None
+    probe_error = None
+    try:
+        client = connect(timeout=60)
+        info = inspect_engine(client)
+        facts = _engine_facts(client)
+    except EngineError as exc:
+        engine_error = exc
+        client = None
+    if client is not None and probe:
+        probe_result, probe_error = _probe(user)
+    state = dataclasses.replace(
+        state, engine=info, engine_error=engine_error.one_line() if engine_error else None,
+        probe=probe_result, probe_error=probe_error,
+    )
+    return Context(paths=paths, state=state, engine_error=engine_error, facts=facts, client=client,
+                   cwd=cwd or Path.cwd(), environ=dict(os.environ))
+
+
+def _probe(user: User) -> tuple[ProbeResult | None, str | None]:
+    """The probe, on the stdlib client (:func:`devbox.remap.assess.run_probe`); failures as data."""
+    try:
+        api = fast_api()
+    except DevboxError as exc:
+        return None, exc.one_line()
+    try:
+        return run_probe(api, user)
+    finally:
+        api.close()
+
+
+def _engine_facts(client: docker.DockerClient) -> EngineFacts:
+    version: dict[str, Any] = call(client.version)
+    components = tuple(str(c.get("Name", "")) for c in version.get("Components") or ())
+    platform = str((version.get("Platform") or {}).get("Name", ""))
+    return EngineFacts(components, platform)

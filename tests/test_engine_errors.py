@@ -1,0 +1,196 @@
+"""Typed engine errors: the kind comes from exception types, errno and HTTP status, never from message text."""
+
+from __future__ import annotations
+
+import errno
+import http.server
+import json
+import os
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker.errors
+import pytest
+import requests
+import requests.exceptions
+import urllib3.exceptions
+
+from devbox.engine.errors import call, from_os_error, root_os_error, translate
+from devbox.engine.fastapi import Api
+from devbox.errors import EngineError, EngineErrorKind
+
+
+def _sdk_connection_error(os_error: OSError) -> requests.exceptions.ConnectionError:
+    """What the Docker SDK raises for a unix socket that fails: requests wrapping urllib3 wrapping the OSError."""
+    protocol = urllib3.exceptions.ProtocolError("Connection aborted.", os_error)
+    return requests.exceptions.ConnectionError(protocol)
+
+
+@pytest.mark.parametrize(("os_error", "kind", "start"), [
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), EngineErrorKind.UNREACHABLE, "no Docker daemon socket at"),
+    (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), EngineErrorKind.UNREACHABLE, "the Docker daemon at"),
+    (PermissionError(errno.EACCES, "Permission denied"), EngineErrorKind.PERMISSION, "permission denied on"),
+    (OSError(errno.ETIMEDOUT, "timed out"), EngineErrorKind.TIMEOUT, "the Docker daemon at"),
+])
+def test_sdk_connection_errors_are_typed_by_errno(os_error: OSError, kind: EngineErrorKind, start: str) -> None:
+    err = translate(_sdk_connection_error(os_error), "unix:///run/x.sock")
+    assert err.kind is kind
+    assert err.message.startswith(start)
+
+
+def test_the_kind_ignores_what_the_message_says() -> None:
+    # a missing socket whose text mentions a permission problem is still a missing socket
+    lying = FileNotFoundError(errno.ENOENT, "Permission denied (refused)")
+    assert translate(_sdk_connection_error(lying)).kind is EngineErrorKind.UNREACHABLE
+    # and a permission error whose text says "No such file" is still a permission error
+    assert translate(_sdk_connection_error(PermissionError(errno.EACCES, "No such file or directory"))).kind \
+        is EngineErrorKind.PERMISSION
+
+
+def test_docker_from_env_failure_is_looked_through() -> None:
+    # docker.from_env() raises DockerException("Error while fetching server API version: ...") with the cause as context
+    try:
+        try:
+            raise _sdk_connection_error(FileNotFoundError(errno.ENOENT, "x"))
+        except requests.exceptions.ConnectionError as inner:
+            raise docker.errors.DockerException(f"Error while fetching server API version: {inner}") from None
+    except docker.errors.DockerException as exc:
+        wrapped = exc
+    wrapped.__context__ = _sdk_connection_error(FileNotFoundError(errno.ENOENT, "x"))
+    assert root_os_error(wrapped) is not None
+    assert translate(wrapped).kind is EngineErrorKind.UNREACHABLE
+
+
+def _api_error(status: int, message: str) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps({"message": message}).encode()
+    return docker.errors.APIError(message, response=response, explanation=message)
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    (404, EngineErrorKind.NOT_FOUND), (409, EngineErrorKind.CONFLICT), (400, EngineErrorKind.BAD_REQUEST),
+    (500, EngineErrorKind.SERVER), (503, EngineErrorKind.SERVER),
+])
+def test_sdk_http_errors_are_typed_by_status(status: int, kind: EngineErrorKind) -> None:
+    err = translate(_api_error(status, "removal of container abc is already in progress"))
+    assert (err.kind, err.status) == (kind, status)
+    assert err.message == "Docker engine error: removal of container abc is already in progress"
+
+
+def test_sdk_timeouts_are_typed() -> None:
+    assert translate(requests.exceptions.ReadTimeout("read timed out")).kind is EngineErrorKind.TIMEOUT
+    assert from_os_error(TimeoutError()).kind is EngineErrorKind.TIMEOUT
+
+
+def test_call_translates_and_passes_results_through() -> None:
+    assert call(lambda: 42) == 42
+
+    def boom() -> None:
+        raise _api_error(404, "no such container: x")
+
+    with pytest.raises(EngineError) as raised:
+        call(boom)
+    assert raised.value.kind is EngineErrorKind.NOT_FOUND
+
+
+# --- the stdlib client against a real unix socket ------------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, bytes]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        status, body = self.routes.get(self.path, (404, b'{"message": "page not found"}'))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        sock, _ = super().get_request()
+        return sock, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "engine.sock"
+    srv = _UnixServer(str(path), _Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield path
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_fast_api_statuses_are_typed(server: Path) -> None:
+    _Handler.routes = {
+        "/_ping": (200, b"OK"),
+        "/containers/gone/json": (404, b'{"message": "No such container: gone"}'),
+        "/containers/busy/json": (409, b'{"message": "container is busy"}'),
+    }
+    api = Api(str(server), 5)
+    api.ping()
+    with pytest.raises(EngineError) as raised:
+        api.inspect_container("gone")
+    assert (raised.value.kind, raised.value.status, raised.value.message) == (
+        EngineErrorKind.NOT_FOUND, 404, "Docker engine error: No such container: gone")
+    with pytest.raises(EngineError) as raised:
+        api.inspect_container("busy")
+    assert raised.value.kind is EngineErrorKind.CONFLICT
+    assert api.image_exists("nothing:here") is False
+    api.close()
+
+
+def test_fast_api_on_a_missing_socket_is_unreachable(tmp_path: Path) -> None:
+    with pytest.raises(EngineError) as raised:
+        Api(str(tmp_path / "no.sock"), 2).ping()
+    assert raised.value.kind is EngineErrorKind.UNREACHABLE
+    assert raised.value.one_line().startswith(f"no Docker daemon socket at {tmp_path / 'no.sock'}")
+
+
+def test_fast_api_on_a_dead_socket_is_unreachable(tmp_path: Path) -> None:
+    path = tmp_path / "dead.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))  # bound, never listening: connect() is refused
+    try:
+        with pytest.raises(EngineError) as raised:
+            Api(str(path), 2).ping()
+        assert raised.value.kind is EngineErrorKind.UNREACHABLE
+        assert "refused the connection" in raised.value.message
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged uid to meet a permission error")
+def test_fast_api_without_permission_is_permission(server: Path) -> None:
+    os.chmod(server, 0o600)
+    os.chmod(server.parent, 0o755)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: an ordinary uid, as a user outside the docker group would be
+        os.close(r)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            Api(str(server), 2).ping()
+            os.write(w, b"no error")
+        except EngineError as exc:
+            os.write(w, exc.kind.value.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as fh:
+        assert fh.read() == b"permission"
