@@ -121,7 +121,7 @@ def main() -> int:
 
     import dataclasses
 
-    from devbox import config
+    from devbox.config import resolve as config
 
     d = PrivateDaemon(f"bench-up-{os.getpid()}")
     d.destroy()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from devbox.config import resolve as config
 from devbox.core.hashing import config_hash
-from devbox.core.model import Mount, Port, Profile, Project, RemapPolicy
+from devbox.core.model import Healthcheck, Mount, Port, Profile, Project, RemapPolicy
 from devbox.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
 
 BASE_PROFILE = """\
 description = "test stack"
@@ -109,7 +113,7 @@ profile = "base"
 workdirs = [{ source = ".", target = "/src" }]
 mounts = ["data:/data:ro"]
 env = { APP_ENV = "dev" }
-ports = { runtime = ["8000", "0.0.0.0:9000:9001/udp"] }
+ports = { runtime = ["8000", "0.0.0.0:9000:9001/udp", "8080:80", "[::1]:8443:443"] }
 
 [remap]
 policy = "warn"
@@ -128,7 +132,8 @@ B = "override"
     assert project.watch.rescan_interval_s == 60.0
     runtime = project.stack().service("runtime")
     assert runtime.env == (("A", "1"), ("APP_ENV", "dev"), ("B", "override"))
-    assert runtime.ports == (Port(8000, 8000, "127.0.0.1", "tcp"), Port(9001, 9000, "0.0.0.0", "udp"))
+    assert runtime.ports == (Port(8000, 8000, "127.0.0.1", "tcp"), Port(9001, 9000, "0.0.0.0", "udp"),
+                             Port(80, 8080, "127.0.0.1", "tcp"), Port(443, 8443, "::1", "tcp"))  # HOST:CONTAINER, not IP:PORT
     assert runtime.mounts == (
         Mount("bind", str(env.root), "/src"),
         Mount("bind", str(env.root / "data"), "/data", read_only=True),
@@ -256,7 +261,7 @@ def test_wrong_type_in_array_item(env: Env) -> None:
         ('profile = "base"\nenv = { A = true }\n', 2, "env.A must be a string, not a boolean"),
         ('profile = "base"\nenv = { "bad-name" = "1" }\n', 2, "env.bad-name: 'bad-name' is not a valid environment variable name"),
         ('profile = "base"\n[watch]\nrescan_interval = "soon"\n', 3, "watch.rescan_interval must be a number, not a string"),
-        ('profile = "base"\n[watch]\nrescan_interval = 0\n', 3, "watch.rescan_interval must be positive, not 0"),
+        ('profile = "base"\n[watch]\nrescan_interval = 0\n', 3, "watch.rescan_interval must be between 1 and 86400, not 0"),
         ('profile = "base"\n[watch]\nallowed_gids = ["staff"]\n', 3, "watch.allowed_gids[0] must be an integer, not a string"),
         ('profile = "base"\n[remap]\npolicy = "maybe"\n', 3, "remap.policy must be 'require', 'warn' or 'off', not 'maybe'"),
         ('name = "My App"\nprofile = "base"\n', 1, "name: 'My App' is not a project name (lowercase letters, digits, _ . -)"),
@@ -388,7 +393,8 @@ def test_refused_bind_sources(env: Env, source: str, shown: str, reason: str) ->
     if source == "/var/run/docker.sock" and not os.path.islink("/var/run"):
         shown = "/var/run/docker.sock"
     text = f'profile = "base"\nmounts = [\n  "{source}:/host",\n]\n'
-    assert env.error(text) == f"{env.file}:2: mounts[0]: refusing to bind-mount {shown}: {reason}"
+    # the line of the array item, not of the key
+    assert env.error(text) == f"{env.file}:3: mounts[0]: refusing to bind-mount {shown}: {reason}"
 
 
 @pytest.mark.parametrize(("source", "verb"), [("~", "is"), ("~/", "is"), ("../..", "is"), ("../../..", "contains")])
@@ -440,6 +446,133 @@ def test_no_project_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config.load_project(tmp_path)
     assert info.value.one_line() == f"{tmp_path}: no devbox.toml here — run 'devbox init'"
+
+
+# --- one mount per container path ------------------------------------------------------
+
+
+def test_two_workdirs_on_one_target(env: Env) -> None:
+    text = 'profile = "base"\nworkdirs = [\n  { source = ".", target = "/work" },\n  { source = "sub", target = "/work/" },\n]\n'
+    assert env.error(text) == f"{env.file}:4: workdirs[1].target: '/work/' is already the target of workdirs[0]"
+
+
+def test_two_workdirs_on_one_target_as_array_of_tables(env: Env) -> None:
+    text = 'profile = "base"\n\n[[workdirs]]\nsource = "."\ntarget = "/src"\n\n[[workdirs]]\nsource = "sub"\ntarget = "/src"\n'
+    assert env.error(text) == f"{env.file}:9: workdirs[1].target: '/src' is already the target of workdirs[0]"
+
+
+def test_mount_on_the_default_workdir(env: Env) -> None:
+    assert env.error('profile = "base"\nmounts = ["data:/work"]\n') == (
+        f"{env.file}:2: mounts[0].target: '/work' is already the target of the default work dir (workdirs[0])"
+    )
+
+
+def test_mount_on_a_workdir(env: Env) -> None:
+    assert env.error('profile = "base"\nworkdirs = ["./:/src"]\nmounts = [{ source = "data", target = "/src" }]\n') == (
+        f"{env.file}:3: mounts[0].target: '/src' is already the target of workdirs[0]"
+    )
+
+
+def test_service_mount_in_project_file_on_a_workdir(env: Env) -> None:
+    assert env.error('profile = "base"\n[services.runtime]\nmounts = ["data:/work"]\n') == (
+        f"{env.file}:3: services.runtime.mounts[0].target: '/work' is already the target of the default work dir (workdirs[0])"
+    )
+
+
+def test_profile_volume_on_the_default_workdir_blames_the_profile(env: Env) -> None:
+    path = env.profile("clash", '[services.a]\nimage = "x"\nvolumes = ["cache:/work"]\n')
+    assert env.error() == (
+        f"{path}:3: services.a.volumes[0].target: '/work' is already the target of the default work dir (workdirs[0]) in {env.file}"
+    )
+
+
+def test_workdir_on_a_profile_volume_blames_the_project_file(env: Env) -> None:
+    path = env.profile("clash", '[services.a]\nimage = "x"\nmounts = ["conf:/etc/app"]\nvolumes = [\n  "cache:/cache",\n]\n')
+    assert env.error('profile = "base"\nworkdirs = ["./:/cache"]\n') == (
+        f"{env.file}:2: workdirs[0].target: '/cache' is already the target of services.a.volumes[0] in {path}:5"
+    )
+
+
+def test_two_volumes_on_one_target_in_a_profile(env: Env) -> None:
+    path = env.profile("clash", '[services.a]\nimage = "x"\nworkdir = false\nmounts = ["conf:/data"]\nvolumes = ["a:/a", "b:/data"]\n')
+    assert env.error() == f"{path}:5: services.a.volumes[1].target: '/data' is already the target of services.a.mounts[0]"
+
+
+def test_workdir_false_service_may_use_the_workdir_path(env: Env) -> None:
+    env.profile("own", '[services.a]\nimage = "x"\nworkdir = false\nvolumes = ["cache:/work"]\n')
+    assert env.load().profile("own").service("a").mounts == (Mount("volume", "devbox-myapp-cache", "/work"),)
+
+
+# --- every number is bounded, and says its bounds -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("[watch]\nrescan_interval = 99999999999999999999999\n", 3, "watch.rescan_interval must be between 1 and 86400, not 99999999999999999999999"),
+        (f"[watch]\nrescan_interval = {10**400}\n", 3, f"watch.rescan_interval must be between 1 and 86400, not {10**400}"),
+        ("[watch]\nrescan_interval = 0.5\n", 3, "watch.rescan_interval must be between 1 and 86400, not 0.5"),
+        ("[watch]\nrescan_interval = inf\n", 3, "watch.rescan_interval must be between 1 and 86400, not inf"),
+        ("[watch]\nrescan_interval = nan\n", 3, "watch.rescan_interval must be between 1 and 86400, not nan"),
+        ("[watch]\nallowed_gids = [100, 4294967295]\n", 3, "watch.allowed_gids[1] must be between 0 and 4294967294, not 4294967295"),
+        ("[watch]\nallowed_gids = [-1]\n", 3, "watch.allowed_gids[0] must be between 0 and 4294967294, not -1"),
+        ("[services.db.healthcheck]\ninterval = 0\n", 3, "services.db.healthcheck.interval must be between 0.001 and 86400, not 0"),
+        ("[services.db.healthcheck]\ntimeout = 1e30\n", 3, "services.db.healthcheck.timeout must be between 0.001 and 86400, not 1e+30"),
+        ("[services.db.healthcheck]\nstart_period = -1\n", 3, "services.db.healthcheck.start_period must be between 0 and 86400, not -1"),
+        ("[services.db.healthcheck]\nretries = 99999999999999999999999\n", 3, "services.db.healthcheck.retries must be between 1 and 10000, not 99999999999999999999999"),
+        ('ports = { runtime = ["127.0.0.1:99999:80"] }\n', 2, "ports.runtime[0].host must be between 1 and 65535, not 99999"),
+        ('ports = { runtime = ["127.0.0.1:0:80"] }\n', 2, "ports.runtime[0].host must be between 1 and 65535, not 0"),
+        ("ports = { runtime = [{ container = 80, host = 0 }] }\n", 2, "ports.runtime[0].host must be between 1 and 65535, not 0"),
+    ],
+)
+def test_numbers_are_bounded(env: Env, text: str, line: int, message: str) -> None:
+    assert env.error('profile = "base"\n' + text) == f"{env.file}:{line}: {message}"
+
+
+def test_numbers_at_their_bounds_are_accepted(env: Env) -> None:
+    project = env.load(
+        'profile = "base"\n[watch]\nrescan_interval = 86400\nallowed_gids = [0, 4294967294]\n'
+        "[services.db.healthcheck]\ninterval = 0.001\ntimeout = 86400\nretries = 10000\nstart_period = 0\n"
+    )
+    assert project.watch.rescan_interval_s == 86400.0 and project.watch.allowed_gids == (0, 4294967294)
+    health = project.stack().service("db").healthcheck
+    assert health is not None and (health.interval_s, health.timeout_s, health.retries) == (0.001, 86400.0, 10000)
+
+
+def test_healthcheck_defaults_are_the_models(env: Env) -> None:
+    health = env.load().stack().service("db").healthcheck
+    assert health == Healthcheck(test=("CMD", "pg_isready"), interval_s=1.0)
+
+
+# --- end to end: one line on stderr, exit 2 ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'profile = "base"\nworkdirs = ["./:/work", "sub:/work"]\n',
+            "{file}:2: workdirs[1].target: '/work' is already the target of workdirs[0]",
+        ),
+        (
+            'profile = "base"\n[watch]\nrescan_interval = 99999999999999999999999\n',
+            "{file}:3: watch.rescan_interval must be between 1 and 86400, not 99999999999999999999999",
+        ),
+    ],
+)
+def test_cli_up_reports_config_errors_in_one_line(env: Env, tmp_path: Path, text: str, message: str) -> None:
+    env.file.write_text(text)
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith(("DEVBOX_", "FORCE_COLOR"))}
+    run_env.update(
+        DEVBOX_PROFILES_DIR=str(env.profiles),
+        DEVBOX_IMAGES_DIR=str(env.images),
+        DEVBOX_STATE_DIR=str(tmp_path / "state"),
+        PYTHONPATH=str(REPO),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "devbox", "up", "--dry-run"], cwd=env.root, env=run_env, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stderr) == (2, f"devbox: error: {message.format(file=env.file.resolve())}\n")
 
 
 # --- hashes and tags -------------------------------------------------------------------
@@ -506,10 +639,52 @@ X = "1"
     assert config.find_line(text, path) == line
 
 
+ARRAYS = """\
+workdirs = [
+  { source = ".", target = "/work" },  # first, ]
+  { source = "sub",
+    target = "/work" },
+]
+mounts = ["a:/a", 'b,]:/b']
+
+[[services.a.ports]]
+container = 1
+
+[[services.a.ports]]
+container = 2
+
+[x]
+args = [
+  \"\"\"a, ]
+b\"\"\", # c, d
+  "e",
+]
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        (("workdirs", 0, "target"), 2),
+        (("workdirs", 1), 3),
+        (("workdirs", 1, "target"), 4),
+        (("workdirs", 2), 1),  # no such item: the key's line
+        (("mounts", 1), 6),
+        (("mounts", 1, "target"), 6),  # a string item: its line
+        (("services", "a", "ports", 0, "container"), 9),
+        (("services", "a", "ports", 1, "container"), 12),
+        (("services", "a", "ports", 1), 11),
+        (("x", "args", 1), 18),
+    ],
+)
+def test_find_line_counts_array_items(path: tuple[str | int, ...], line: int | None) -> None:
+    assert config.find_line(ARRAYS, path) == line
+
+
 # --- the shipped profiles ------------------------------------------------------------------
 
 
-SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "profiles").glob("*.toml"))
+SHIPPED = sorted(p.stem for p in (REPO / "profiles").glob("*.toml"))
 
 
 def test_shipped_profile_set() -> None:

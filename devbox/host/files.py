@@ -129,7 +129,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise HostError(f"cannot write {path}: {exc.strerror}", hint="run with sudo") from None
+        raise HostError(f"cannot write {path}: {exc.strerror}", hint=f"check who may write to {path.parent} (ls -ld)") from None
     dirfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dirfd)

@@ -60,7 +60,7 @@ def init(directory: Path, profile: str | None) -> Exit:
         profile = console.choose("profile", names, config.DEFAULT_PROFILE if config.DEFAULT_PROFILE in profiles else names[0])
     if profile not in profiles:
         raise ConfigError(f"unknown profile '{profile}'", hint=config.suggest(profile, profiles))
-    target.write_text(INIT_TEMPLATE.format(name=config.project_slug(root), profile=profile))
+    write_atomic(target, INIT_TEMPLATE.format(name=config.project_slug(root), profile=profile).encode())
     console.say(f"wrote {target} (profile {profile}: {profiles[profile].description})")
     console.info("next: devbox up")
     return Exit.OK

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from devbox import console
 from devbox.core.model import Project, RemapPolicy
 from devbox.engine import client as engine
-from devbox.errors import DevboxError
+from devbox.errors import DevboxError, HostError
 from devbox.host import observe
+from devbox.host.files import write_atomic
 from devbox.host.user import User
 from devbox.paths import Paths
 from devbox.remap.assess import FIX_APPLY
@@ -68,10 +69,9 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> Rema
     if failed:
         return RemapVerdict(False, f"{failed[0].title}: no — {failed[0].evidence[-1] if failed[0].evidence else ''}".rstrip(" —"))
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key}) + "\n")
-    except OSError:
-        pass
+        write_atomic(cache, (json.dumps({"key": key}) + "\n").encode(), mode=0o600)
+    except HostError:
+        pass  # only a cache: the next up probes again
     return RemapVerdict(True, "probe-verified")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import fcntl
 import json
 import os
 import shlex
@@ -286,24 +287,87 @@ def load_attribution(
 
 
 class RecordLog:
-    """Append-only JSON-lines file; each line is a leak's state at one moment."""
+    """Append-only JSON-lines file; each line is a leak's state at one moment.
+
+    :meth:`compact` rewrites it with only the current leaks (atomically, under an
+    exclusive ``flock`` of the old file).  Each :meth:`write` takes a shared lock
+    and checks that its handle is still the file at ``path``: a line is never
+    appended to a file a compaction (in this process or another) has replaced.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._fh: IO[str] | None = None
+        self.appended = 0  # lines written since the last compaction
+        self.kept: int | None = None  # lines the last compaction kept (None: not compacted yet)
+
+    @property
+    def unreadable_path(self) -> Path:
+        """Beside the records: the directories the watcher could not read (:func:`load_unreadable`)."""
+        return self.path.with_name(self.path.name + ".unreadable.json")
+
+    def _open(self) -> IO[str]:
+        while True:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_SH)
+            try:
+                if os.path.samestat(os.fstat(self._fh.fileno()), os.stat(self.path)):
+                    return self._fh  # locked, and still the file at path
+            except FileNotFoundError:
+                pass
+            self.close()  # compacted (or removed) meanwhile: append to the new file
 
     def write(self, leak: Leak, state: State = State.LEAK, at: float | None = None) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
-        # One write per line so a reader never sees half a record (O_APPEND, line < PIPE_BUF mostly).
-        self._fh.write(json.dumps(leak.to_record(state, at), sort_keys=True) + "\n")
-        self._fh.flush()
+        fh = self._open()
+        try:
+            # One write per line so a reader never sees half a record (O_APPEND, line < PIPE_BUF mostly).
+            fh.write(json.dumps(leak.to_record(state, at), sort_keys=True) + "\n")
+            fh.flush()
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        self.appended += 1
+
+    def compact(self) -> int:
+        """Keep only the current leaks; returns how many.  The append handle is reopened on the next write."""
+        self.close()
+        self.kept = compact_records(self.path)
+        self.appended = 0
+        return self.kept
+
+    def compaction_due(self, floor: int = 1) -> bool:
+        """Worth compacting: at least ``floor`` lines appended, and as many as the last compaction kept
+        (so the file stays under about twice the current leaks, and rewriting it costs O(1) per line)."""
+        return self.appended >= max(floor, self.kept or 0)
+
+    def write_unreadable(self, paths: Iterable[str], at: float) -> None:
+        data = {"unreadable": sorted(paths), "at": iso(at)}
+        write_atomic(self.unreadable_path, (json.dumps(data, sort_keys=True) + "\n").encode(), mode=0o600)
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def load_unreadable(records: Path) -> list[str]:
+    """The directories the watcher last could not read (written beside its records)."""
+    try:
+        data = json.loads(RecordLog(records).unreadable_path.read_text())
+    except (OSError, ValueError):
+        return []
+    paths = data.get("unreadable") if isinstance(data, dict) else None
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def unreadable_line(paths: Sequence[str], shown: Callable[[str], str], most: int = 5) -> str:
+    """One line about directories whose contents could not be checked."""
+    names = [shown(p).rstrip("/") + "/" for p in sorted(paths)]
+    if len(names) == 1:
+        return f"{names[0]}: cannot be read, so what is inside it is not checked"
+    more = f" and {len(names) - most:,} more" if len(names) > most else ""
+    return f"{len(names):,} directories cannot be read, so what is inside them is not checked: {', '.join(names[:most])}{more}"
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -350,11 +414,28 @@ def load_leaks(path: Path, *, under: Sequence[str] = ()) -> list[Leak]:
 
 
 def compact_records(path: Path) -> int:
-    """Rewrite the file keeping only current leaks (atomically); returns how many remain."""
-    current = load_records(path)
-    text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in current)
-    write_atomic(path, text.encode("utf-8", errors="surrogateescape"), mode=0o600)
-    return len(current)
+    """Rewrite the file keeping only current leaks (atomically); returns how many remain.
+
+    The old file is locked (``flock``, exclusive) from the read to the rename, so a
+    :class:`RecordLog` appending meanwhile either lands before the read or sees the new file.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                current = load_records(path)
+                text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in current)
+                write_atomic(path, text.encode("utf-8", errors="surrogateescape"), mode=0o600)
+                return len(current)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+        # replaced by another compaction between the open and the lock: again, on the new file
 
 
 # --- fixing ------------------------------------------------------------------

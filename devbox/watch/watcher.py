@@ -1,35 +1,38 @@
-"""The live ownership watcher: a full scan, then inotify events, then periodic reconcile scans.
+"""The live ownership watcher: a full scan, then events, then periodic reconcile scans.
 
 * :class:`Tracker` — de-duplicates: a path is reported once until its owner
   changes or it is fixed or gone.
 * :class:`Reporter` — one line per leak, a summary per area under bursts.  Time
   comes in as arguments, so tests drive it with a fake clock.
-* :class:`Watcher` — wires the inotify event source to the above.  Events only
-  say "look at this path": every decision is made from an ``lstat``.
-  Event-queue overflows and a short inotify watch budget switch it to periodic
-  full rescans, and it says so.
+* :class:`Watcher` — the processing: work items from an event source
+  (:mod:`devbox.watch.source`; inotify by default, none or a test's own
+  otherwise) -> ``lstat``/rescan -> tracker -> records and lines.  Items only
+  say "look at this path": every decision is made from an ``lstat``.  When the
+  next full scan is due, and whether events can be trusted (overflows, a short
+  watch budget), is :class:`~devbox.watch.degraded.Degraded`'s business.
 
 Nothing here prints: lines go to the ``sink``/``notice`` callables the caller
 passes (:mod:`devbox.watch.commands` uses :mod:`devbox.console`).  watchdog is
-imported only when a live watcher starts.
+imported only when an inotify source starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import queue
 import stat as _stat
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from devbox.watch.leaks import Attribution, Leak, RecordLog, State, latest_records
+from devbox.errors import DevboxError
+from devbox.watch.degraded import Degraded
+from devbox.watch.leaks import Attribution, Leak, RecordLog, State, latest_records, unreadable_line
 from devbox.watch.scan import Clock, Found, Ignore, ScanResult, _Tally, _walk, outermost, scan
+from devbox.watch.source import CHECK, GONE, OVERFLOW, Coverage, EventSource, InotifySource, Item, max_user_watches
 
 Sink = Callable[[str], None]
 
@@ -183,145 +186,10 @@ class Reporter:
         return lines
 
 
-# --- inotify coverage -----------------------------------------------------------------
-
-
-def max_user_watches(proc: Path = Path("/proc")) -> int | None:
-    try:
-        return int((proc / "sys/fs/inotify/max_user_watches").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def inotify_watch_count(proc: Path = Path("/proc")) -> int:
-    """Watches held by this process's inotify instances (from ``/proc/self/fdinfo``)."""
-    total = 0
-    fd_dir = proc / "self/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return 0
-    for fd in fds:
-        try:
-            if os.readlink(fd_dir / fd) != "anon_inode:inotify":
-                continue
-            with open(proc / "self/fdinfo" / fd, "rb") as fh:
-                total += sum(1 for line in fh if line.startswith(b"inotify wd:"))
-        except OSError:
-            continue
-    return total
-
-
-@dataclasses.dataclass(frozen=True)
-class Coverage:
-    dirs: int
-    watches: int
-    limit: int | None
-
-    @property
-    def partial(self) -> bool:
-        # A little slack: directories come and go between the count and the scan.
-        return self.dirs - self.watches > max(8, self.dirs // 200)
-
-    def message(self) -> str:
-        limit = f" (fs.inotify.max_user_watches = {self.limit:,})" if self.limit else ""
-        return (
-            f"only {self.watches:,} of {self.dirs:,} directories have an inotify watch{limit}: "
-            "changes in the others are caught by periodic rescans only"
-        )
-
-    def hint(self) -> str:
-        want = max(self.dirs * 2, (self.limit or 0) * 2, 65536)
-        return f"raise the limit: sudo sysctl fs.inotify.max_user_watches={want}"
-
-
-# --- watchdog glue -------------------------------------------------------------------
-
-_WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
-
-
-class _OverflowHook(logging.Handler):
-    """watchdog gives handlers no event on IN_Q_OVERFLOW; it only logs a warning.  Catch that."""
-
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
-        super().__init__(logging.WARNING)
-        self._on_overflow = on_overflow
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a logging handler must never raise
-            return
-        if "overflow" in message.lower() and record.name.endswith("inotify_c"):
-            self._on_overflow()
-
-
-_observer_factory: Callable[[], Any] | None = None
-
-
-def _make_observer() -> Any:
-    """An inotify observer whose mask includes IN_ATTRIB when attrib events are asked for.
-
-    watchdog 7.1 builds the inotify mask from ``event_filter`` but has no entry
-    for ``FileAttribEvent``/``DirAttribEvent``: with a filter, chowns would never
-    be delivered (checked here).  Adding ``FileModifiedEvent`` would bring
-    IN_MODIFY, one event per ``write()``: a flood.  So the emitter adds IN_ATTRIB.
-    """
-    global _observer_factory
-    if _observer_factory is None:
-        from watchdog.events import DirAttribEvent, FileAttribEvent
-        from watchdog.observers.api import BaseObserver
-        from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
-        from watchdog.observers.inotify_c import InotifyConstants, InotifyFD, Mask
-
-        class _Emitter(InotifyEmitter):
-            def get_event_mask_from_filter(self) -> Mask:
-                mask = super().get_event_mask_from_filter()
-                flt = self._event_filter
-                if flt is not None and (FileAttribEvent in flt or DirAttribEvent in flt):
-                    mask = Mask(mask | InotifyConstants.IN_ATTRIB)
-                return mask
-
-        class _Observer(InotifyObserver):
-            def __init__(self) -> None:
-                self._inotify_fd = InotifyFD()
-                self._inotify_fd.start()
-                BaseObserver.__init__(self, _Emitter, inotify_fd=self._inotify_fd)
-
-        _observer_factory = _Observer
-    return _observer_factory()
-
-
-def _event_filter() -> list[Any]:
-    # Not opened/closed: on idle trees they overflow the queue (ENVIRONMENT.md).
-    from watchdog.events import (
-        DirAttribEvent,
-        DirCreatedEvent,
-        DirDeletedEvent,
-        DirMovedEvent,
-        FileAttribEvent,
-        FileCreatedEvent,
-        FileDeletedEvent,
-        FileMovedEvent,
-    )
-
-    return [
-        FileCreatedEvent,
-        DirCreatedEvent,
-        FileMovedEvent,
-        DirMovedEvent,
-        FileAttribEvent,
-        DirAttribEvent,
-        FileDeletedEvent,
-        DirDeletedEvent,
-    ]
-
-
-# Work items from watchdog's thread to the watcher's: (op, path, is_dir)
-CHECK, RESCAN, GONE, OVERFLOW = "check", "rescan", "gone", "overflow"
-
-
 # --- the watcher --------------------------------------------------------------------
+
+# Between full scans, the records file is compacted once this many lines were appended to it.
+COMPACT_BETWEEN_SCANS = 10_000
 
 
 @dataclasses.dataclass
@@ -333,6 +201,7 @@ class WatchStats:
     overflows: int = 0
     leaks_found: int = 0
     resolved: int = 0
+    compactions: int = 0  # of the records file
     coverage: Coverage | None = None
     initial_scan_seconds: float = 0.0
 
@@ -340,9 +209,13 @@ class WatchStats:
 class Watcher:
     """A live watcher over ``roots``.  ``start()``, then ``step()`` in a loop (or ``run()``), then ``close()``.
 
-    Leaks go to the :class:`Tracker`, the records file, ``on_change`` and, as
-    lines, to ``sink``; ``notice`` gets diagnostics (overflows, partial coverage).
-    ``clock`` drives reconcile timing and debouncing, ``wall`` stamps records.
+    ``source`` is where events come from: ``"inotify"`` (the default, an
+    :class:`~devbox.watch.source.InotifySource`), any other
+    :class:`~devbox.watch.source.EventSource`, or ``None``: no events, full
+    scans every ``reconcile_interval`` only.  Leaks go to the :class:`Tracker`,
+    the records file, ``on_change`` and, as lines, to ``sink``; ``notice`` gets
+    diagnostics (overflows, partial coverage, unreadable directories).
+    ``clock`` drives the timers and debouncing, ``wall`` stamps records.
     """
 
     def __init__(
@@ -361,10 +234,9 @@ class Watcher:
         degraded_hold: float = 60.0,
         settle: float = 0.5,
         workers: int | None = None,
-        use_events: bool = True,
+        source: EventSource | Literal["inotify"] | None = "inotify",
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
-        watch_counter: Callable[[], int] = inotify_watch_count,
         watch_limit: Callable[[], int | None] = max_user_watches,
     ) -> None:
         self.roots = tuple(os.path.abspath(os.fspath(r)) for r in roots)
@@ -376,26 +248,19 @@ class Watcher:
         self.notice = notice
         self.on_change = on_change
         self.reporter = reporter or Reporter(self.roots)
-        self.reconcile_interval = reconcile_interval
-        self.fallback_interval = fallback_interval
-        self.degraded_hold = degraded_hold
-        self.settle = settle
         self.workers = workers
-        self.use_events = use_events
+        self.source: EventSource | None = InotifySource() if source == "inotify" else source
         self.clock = clock
         self.wall = wall
-        self._watch_counter = watch_counter
+        self.timers = Degraded(clock, reconcile_interval=reconcile_interval, fallback_interval=fallback_interval,
+                               hold=degraded_hold, settle=settle)
         self._watch_limit = watch_limit
         self.stats = WatchStats()
         self.tracker = Tracker(attribution, self._known_from_records())
-        self.queue: queue.SimpleQueue[tuple[str, str, bool]] = queue.SimpleQueue()
-        self._observer: Any = None
-        self._hook: _OverflowHook | None = None
-        self._next_reconcile = 0.0
-        self._full_scan_at: float | None = None
-        self._degraded_until: float | None = None  # periodic fallback after overflows
-        self._partial = False  # watch budget short: periodic fallback for good
-        self._degraded_said = False
+        self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.unreadable: set[str] = set()  # directories whose contents could not be listed
+        self._unreadable_published: set[str] | None = None
+        self._compact_failed = False
 
     # -- lifecycle
 
@@ -411,19 +276,10 @@ class Watcher:
 
     def start(self) -> ScanResult:
         """Put the watches in place, *then* scan: whatever changes meanwhile is seen by one or the other."""
-        if self.use_events:
-            # watchdog re-adds watches it already holds when a new directory's subtree is
-            # walked, and warns each time: harmless, and a flood on stderr under bursts.
-            warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
-            self._hook = _OverflowHook(self._overflowed)
-            for name in _WATCHDOG_LOGGERS:
-                logging.getLogger(name).addHandler(self._hook)
-            self._observer = _make_observer()
-            handler = _Handler(self)
-            flt = _event_filter()
-            for root in self.roots:
-                self._observer.schedule(handler, root, recursive=True, event_filter=flt)
-            self._observer.start()
+        if self.records is not None:
+            self._compact()  # what earlier runs left: their history, not only current leaks
+        if self.source is not None:
+            self.source.start(self.roots, self.queue.put)
         previously = set(self.tracker.leaks)
         result = self.full_scan()
         self.stats.initial_scan_seconds = result.seconds
@@ -435,14 +291,8 @@ class Watcher:
     def close(self) -> None:
         for line in self.reporter.flush():
             self.sink(line)
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=10)
-            self._observer = None
-        if self._hook is not None:
-            for name in _WATCHDOG_LOGGERS:
-                logging.getLogger(name).removeHandler(self._hook)
-            self._hook = None
+        if self.source is not None:
+            self.source.close()
         if self.records is not None:
             self.records.close()
 
@@ -456,41 +306,19 @@ class Watcher:
         while not stop.is_set():
             self.step(tick)
 
-    # -- events in (watchdog's thread)
-
-    def _overflowed(self) -> None:
-        self.queue.put((OVERFLOW, "", False))
-
-    def _event(self, event_type: str, src: str, dest: str, is_dir: bool) -> None:
-        put = self.queue.put
-        if event_type == "moved":
-            put((GONE, src, is_dir))
-            put((CHECK, dest, is_dir))
-            if is_dir:
-                put((RESCAN, dest, True))
-        elif event_type == "deleted":
-            put((GONE, src, is_dir))
-        elif event_type == "created":
-            put((CHECK, src, is_dir))
-            if is_dir:
-                # watchdog has added the new directory's watch before queueing this
-                # event, so a rescan now sees anything that beat the watch.
-                put((RESCAN, src, True))
-        else:
-            put((CHECK, src, is_dir))
-
     # -- processing (the caller's thread)
 
     @property
     def degraded(self) -> bool:
-        return self._partial or self._degraded_until is not None
+        return self.timers.degraded
 
     def step(self, timeout: float = 0.2) -> int:
         """Process what is queued (waiting up to ``timeout`` for it) and anything due; returns items handled."""
         now = self.clock()
-        deadlines = [d for d in (self.reporter.due(), self._next_reconcile, self._full_scan_at) if d is not None]
+        due = self.reporter.due()
+        deadlines = [self.timers.deadline(), *([due] if due is not None else [])]
         wait = max(0.0, min([timeout, *(d - now for d in deadlines)]))
-        items: list[tuple[str, str, bool]] = []
+        items: list[Item] = []
         try:
             items.append(self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait())
             while len(items) < 20000:
@@ -512,7 +340,7 @@ class Watcher:
             elif time.monotonic() - quiet_since >= idle:
                 return
 
-    def _handle(self, items: list[tuple[str, str, bool]]) -> None:
+    def _handle(self, items: list[Item]) -> None:
         check: dict[str, bool] = {}
         gone: dict[str, bool] = {}
         rescan: set[str] = set()
@@ -554,16 +382,18 @@ class Watcher:
     def _rescan(self, directory: str) -> None:
         self.stats.rescans += 1
         found: list[Found] = []
+        unreadable: list[str] = []
         tally = _Tally()
-        _walk([directory], self.attribution.user.uid, self.attribution.user.gids, self.ignore or None, found, [], tally)
+        _walk([directory], self.attribution.user.uid, self.attribution.user.gids, self.ignore or None, found, unreadable, tally)
         now = self.wall()
         for p, u, g, d in found:
             self._emit(self.tracker.seen(p, u, g, d, now))
+        if unreadable:
+            self._saw_unreadable(self.unreadable | set(unreadable))
 
     def full_scan(self) -> ScanResult:
         """Scan every root; anything tracked but not found is re-checked (fixed or gone)."""
         self.stats.full_scans += 1
-        self._full_scan_at = None
         result = scan(self.roots, self.attribution.user, ignore=self.ignore_patterns, workers=self.workers)
         now = self.wall()
         seen = set()
@@ -572,46 +402,68 @@ class Watcher:
             self._emit(self.tracker.seen(p, u, g, d, now))
         for p in [p for p in self.tracker.leaks if p not in seen]:
             self._lstat(p)
-        if self.use_events:
+        if self.source is not None:
             self._check_coverage(result.dirs)
-        self._next_reconcile = self.clock() + self._interval()
+        self._saw_unreadable(set(result.unreadable))
+        self.timers.scanned()
+        if self.records is not None and self.records.compaction_due():
+            self._compact()
         return result
 
-    def _interval(self) -> float:
-        return self.fallback_interval if self.degraded else self.reconcile_interval
-
     def _check_coverage(self, dirs: int) -> None:
-        cov = Coverage(dirs, self._watch_counter(), self._watch_limit())
+        assert self.source is not None
+        cov = Coverage(dirs, self.source.watch_count(), self._watch_limit())
         self.stats.coverage = cov
-        if cov.partial and not self._partial:
+        change = self.timers.coverage(cov.partial)
+        if change == "partial":
             self.notice(f"{cov.message()} — {cov.hint()}")
-        elif self._partial and not cov.partial:
+        elif change == "full":
             self.notice("every directory has an inotify watch again: back to live events")
-        self._partial = cov.partial
+
+    def _saw_unreadable(self, now_unreadable: set[str]) -> None:
+        """The directories that cannot be listed now: say the new ones, publish the set beside the records."""
+        new = now_unreadable - self.unreadable
+        self.unreadable = now_unreadable
+        if new:
+            self.notice(unreadable_line(sorted(new), self.reporter.shown))
+        if self.records is not None and self._unreadable_published != self.unreadable:
+            try:
+                self.records.write_unreadable(self.unreadable, self.wall())
+                self._unreadable_published = set(self.unreadable)
+            except DevboxError:
+                pass  # devbox leaks then says nothing about them; the notice above did
+
+    def _compact(self) -> None:
+        assert self.records is not None
+        try:
+            self.records.compact()
+        except (DevboxError, OSError) as exc:
+            if not self._compact_failed:
+                why = exc.one_line() if isinstance(exc, DevboxError) else (exc.strerror or str(exc))
+                self.notice(f"cannot compact the leak records {self.records.path}: {why} (retried after each full scan)")
+            self._compact_failed = True
+            return
+        self._compact_failed = False
+        self.stats.compactions += 1
 
     def _on_overflow(self) -> None:
         self.stats.overflows += 1
-        now = self.clock()
-        if self._degraded_until is None and not self._degraded_said:
+        if self.timers.overflowed():
             self.notice(
                 "inotify event queue overflowed: events were lost; rescanning now and every "
-                f"{self.fallback_interval:g} s until it stays quiet"
+                f"{self.timers.fallback_interval:g} s until it stays quiet"
             )
-            self._degraded_said = True
-        self._degraded_until = now + self.degraded_hold
-        if self._full_scan_at is None:
-            self._full_scan_at = now + self.settle
 
     def _due(self) -> None:
-        now = self.clock()
-        for line in self.reporter.tick(now):
+        for line in self.reporter.tick(self.clock()):
             self.sink(line)
-        if self._degraded_until is not None and now >= self._degraded_until:
-            self._degraded_until = None
-            self._degraded_said = False
+        if self.timers.quiet():
             self.notice("no queue overflow for a while: back to live events")
-        if (self._full_scan_at is not None and now >= self._full_scan_at) or now >= self._next_reconcile:
+        if self.timers.scan_due():
             self.full_scan()
+        elif (self.records is not None and not self._compact_failed
+              and self.records.compaction_due(COMPACT_BETWEEN_SCANS)):
+            self._compact()
 
     def _emit(self, change: Change | None) -> None:
         if change is None:
@@ -626,15 +478,3 @@ class Watcher:
             self.stats.resolved += 1
         if self.on_change is not None:
             self.on_change(change)
-
-
-class _Handler:
-    """A watchdog event handler that only forwards paths (duck-typed: dispatch is all watchdog calls)."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        self._watcher = watcher
-
-    def dispatch(self, event: Any) -> None:
-        src = os.fsdecode(event.src_path)
-        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        self._watcher._event(event.event_type, src, dest, bool(event.is_directory))

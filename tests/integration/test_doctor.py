@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from harness.daemon import RUN, SESSION, PrivateDaemon
+from harness.ids import OTHER_UID, TEST_UID
 from harness.images import import_base_images
 from harness.sandbox import EtcSandbox
 
 USER = "devbox-tester"
-UID = 1500
-GOOD = "devbox-tester:1500:1\ndevbox-tester:100000:65536\n"
+UID = TEST_UID
+GOOD = f"devbox-tester:{UID}:1\ndevbox-tester:100000:65536\n"
 REMAP_IDS = ("subuid.own-line", "subuid.accounts", "subuid.overlap", "subuid.range", "subgid.own-line",
              "subgid.accounts", "subgid.overlap", "subgid.range", "daemon.json", "daemon.flags", "daemon.live",
              "probe.file-owner", "probe.process", "probe.uid-map")
@@ -90,9 +91,9 @@ def test_remap_off_fixed_then_old_images_counted(etc_sandbox: EtcSandbox, env: d
     assert found["daemon.json"]["evidence"] == ['/etc/docker/daemon.json has no "userns-remap"']
     assert found["daemon.json"]["fix"] == "sudo devbox remap --apply"
     assert found["daemon.live"]["status"] == "fail"
-    assert found["daemon.live"]["evidence"][-1] == "no name=userns: containers run as real root"
+    assert found["daemon.live"]["evidence"][-1] == f"the engine at {d.host} runs containers as real root (no userns-remap)"
     assert found["daemon.live"]["fix"] == "restart dockerd after configuring: sudo devbox remap --apply"
-    assert found["probe.file-owner"]["evidence"] == ["created as container root: host uid 0, gid 0 (want 1500, 1500)"]
+    assert found["probe.file-owner"]["evidence"] == [f"created as container root: host uid 0, gid 0 (want {UID}, {UID})"]
     assert found["probe.process"]["evidence"] == ["container root's process: host uid 0, gid 0"]
     assert found["daemon.old-images"] == {
         "id": "daemon.old-images", "group": "daemon", "status": "ok", "title": "images from before the remap",
@@ -119,7 +120,7 @@ def test_remap_off_fixed_then_old_images_counted(etc_sandbox: EtcSandbox, env: d
     assert old["status"] == "warn"
     assert old["evidence"] == [
         f"{d.data_root}/image/overlay2/repositories.json: 1 image(s), 1 tag(s): {_probe_tag()}",
-        f"dockerd now keeps everything under {d.data_root}/1500.1500: these are not visible while the remap is on (not lost)",
+        f"dockerd now keeps everything under {d.data_root}/{UID}.{UID}: these are not visible while the remap is on (not lost)",
     ]
     assert old["fix"].startswith("to use one under the remap: sudo devbox remap --revert, docker save IMAGE -o image.tar")
     # --fix went through remap's journal: remap --revert undoes it
@@ -129,19 +130,20 @@ def test_remap_off_fixed_then_old_images_counted(etc_sandbox: EtcSandbox, env: d
 
 def test_reversed_subuid_lines(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    d = _setup(sb, "dr-rev", "devbox-tester:100000:65536\ndevbox-tester:1500:1\n", config={"userns-remap": USER})
+    d = _setup(sb, "dr-rev", f"devbox-tester:100000:65536\ndevbox-tester:{UID}:1\n", config={"userns-remap": USER})
     rc, found, _ = _doctor(sb, {**env, **d.env})
     assert rc == 1
     f = found["subuid.own-line"]
-    assert (f["status"], f["fix"]) == ("fail", "sudo devbox remap --apply  (moves devbox-tester:1500:1 first)")
+    assert (f["status"], f["fix"]) == ("fail", f"sudo devbox remap --apply  (moves devbox-tester:{UID}:1 first)")
     assert f["evidence"] == [
         "/etc/subuid:1: devbox-tester:100000:65536",
-        "/etc/subuid:2: devbox-tester:1500:1",
-        "devbox-tester:1500:1 is not first: dockerd takes the lines in file order, so container root becomes host uid 100000",
+        f"/etc/subuid:2: devbox-tester:{UID}:1",
+        f"devbox-tester:{UID}:1 is not first: dockerd takes the lines in file order, so container root becomes host uid 100000",
     ]
-    assert found["daemon.live"]["evidence"][-1] == "data root is for 100000.100000, not 1500.1500"
+    assert found["daemon.live"]["evidence"][-1] == (
+        f"the engine at {d.host} remaps container root to 100000:100000, not to devbox-tester ({UID}:{UID})")
     assert found["probe.file-owner"]["evidence"] == [
-        "created as container root: host uid 100000, gid 100000 (want 1500, 1500)"
+        f"created as container root: host uid 100000, gid 100000 (want {UID}, {UID})"
     ]
     rc, found, err = _fix(sb, d, env)
     assert rc == 0, err
@@ -151,12 +153,12 @@ def test_reversed_subuid_lines(etc_sandbox: EtcSandbox, env: dict[str, str]) -> 
 
 def test_seed_style_range(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    d = _setup(sb, "dr-seed", "devbox-tester:1500:65536\n", config={"userns-remap": USER})
+    d = _setup(sb, "dr-seed", f"devbox-tester:{UID}:65536\n", config={"userns-remap": USER})
     rc, found, _ = _doctor(sb, {**env, **d.env})
     assert rc == 1
     f = found["subuid.accounts"]
     assert (f["status"], f["fix"]) == ("fail", "sudo devbox remap --apply  (replaces the range with a free one)")
-    assert f["evidence"][0] == ("/etc/subuid:1: devbox-tester:1500:65536 maps container uids 1.. onto host uids 1501.., "
+    assert f["evidence"][0] == (f"/etc/subuid:1: devbox-tester:{UID}:65536 maps container uids 1.. onto host uids {UID + 1}.., "
                                 "the ids of real accounts")
     rc, found, err = _fix(sb, d, env)
     assert rc == 0, err
@@ -166,7 +168,7 @@ def test_seed_style_range(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
 
 def test_overlapping_range(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
-    text = "devbox-other:100000:65536\ndevbox-tester:1500:1\ndevbox-tester:150000:65536\n"
+    text = f"devbox-other:100000:65536\ndevbox-tester:{UID}:1\ndevbox-tester:150000:65536\n"
     d = _setup(sb, "dr-ovl", text, config={"userns-remap": USER})
     rc, found, _ = _doctor(sb, {**env, **d.env})
     assert rc == 1
@@ -179,7 +181,7 @@ def test_overlapping_range(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None
     rc, found, err = _fix(sb, d, env)
     assert rc == 0, err
     _assert_remap_ok(found)
-    assert sb.read("/etc/subuid") == "devbox-other:100000:65536\ndevbox-tester:1500:1\ndevbox-tester:215536:65536\n"
+    assert sb.read("/etc/subuid") == f"devbox-other:100000:65536\ndevbox-tester:{UID}:1\ndevbox-tester:215536:65536\n"
 
 
 def test_flag_and_daemon_json_conflict(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
@@ -259,7 +261,7 @@ def test_socket_without_permission(etc_sandbox: EtcSandbox, env: dict[str, str])
                 sys.executable, "-m", "devbox", "doctor"], env=e)
     assert r.returncode == 1
     lines = r.stdout.splitlines()
-    assert lines[0] == "devbox doctor — devbox-other (uid 1501, gid 1501)"
+    assert lines[0] == f"devbox doctor — devbox-other (uid {OTHER_UID}, gid {OTHER_UID})"
     assert lines[2:8] == [
         "engine",
         "✗ fail Docker engine reachable  [engine.socket]",
@@ -280,7 +282,7 @@ PROJECT = 'name = "{name}"\n'
 def test_profile_user_in_subordinate_range_writing_the_work_dir(
     etc_sandbox: EtcSandbox, env: dict[str, str], project: Path,
 ) -> None:
-    sb = etc_sandbox  # /etc/subuid from the suite: devbox-tester:1500:1, devbox-tester:200000:65536
+    sb = etc_sandbox  # /etc/subuid from the suite: devbox-tester:UID:1, devbox-tester:200000:65536
     (project / "devbox.toml").write_text('name = "byuser"\n\n[services.runtime]\nuser = "1000"\n')
     _own(project)
     e = {**env, "DOCKER_HOST": "unix:///run/devbox-test/no-such.sock"}
@@ -295,7 +297,7 @@ def test_profile_user_in_subordinate_range_writing_the_work_dir(
         "evidence": [f'profile python: services.runtime: user = "1000" writes to {project} → /work: container uid 1000 '
                      "is host uid 200999, in devbox-tester's subordinate range"],
         "fix": f'remove user = "1000" from [services.runtime] in {project}/devbox.toml: with the remap, container root '
-               "is already you (uid 1500)",
+               f"is already you (uid {UID})",
     }
     assert found["project.leaks"]["status"] == "ok"
     assert found["project.containers"]["evidence"] == ["skipped: engine.socket (Docker engine reachable) failed"]
@@ -335,13 +337,23 @@ def test_leaked_files_privileged_container_and_watcher(
         "1 path(s) owned by root (uid 0): data/by-root",
     ]
     assert leaks["fix"] == ("devbox leaks --fix  (a helper container chowns the 1 mapped path(s) back to you, no sudo); "
-                            f"then sudo chown -h 1500:1500 -- {data}/by-root")
+                            f"then sudo chown -h {UID}:{UID} -- {data}/by-root")
     assert found["project.containers"]["status"] == "fail"
     assert found["project.containers"]["evidence"] == [f"leaky-priv-{SESSION} (created): privileged, host user namespace"]
     assert found["project.inotify"]["status"] == "ok"
     assert found["project.inotify"]["evidence"][0] == (
         f"2 directories to watch under {project} (ignoring .git, node_modules, __pycache__, .venv)"
     )
+    # as you, a directory you cannot list is named (what it holds is unknown), not passed over
+    closed = data / "closed"
+    closed.mkdir()
+    os.chown(closed, UID, UID)
+    closed.chmod(0)
+    _, as_you, _ = _doctor(sb, {**e, "DEVBOX_STATE_DIR": str(RUN / f"no-state-{SESSION}")}, cwd=str(project), as_user=USER)
+    leaks = as_you["project.leaks"]
+    assert leaks["evidence"][-1] == "data/closed/: cannot be read, so what is inside it is not checked"
+    assert leaks["fix"].endswith(f"; then chmod u+rx -- {closed}")
+    closed.rmdir()
     pidfile = Path(env["DEVBOX_STATE_DIR"]) / "watch" / "leaky.pid"
     assert found["watcher.running"]["status"] == "ok"
     assert found["watcher.running"]["evidence"] == [f"{pidfile} does not exist", "no running container of leaky: no watcher needed"]

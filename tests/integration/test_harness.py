@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from harness.daemon import PrivateDaemon
@@ -30,3 +33,24 @@ def test_etc_sandbox_never_touches_the_real_etc(etc_sandbox: EtcSandbox) -> None
     assert r.returncode == 0, r.stderr
     assert r.stdout == "someone:300000:65536\n"
     assert Path("/etc/subuid").read_bytes() == before
+
+
+def test_test_accounts_choose_around_a_taken_uid(etc_sandbox: EtcSandbox) -> None:
+    """A machine whose uid 1500 (and the next) already belong to someone: the harness picks free ids."""
+    sb = etc_sandbox
+    for name in ("devbox-tester", "devbox-other"):  # as on a machine that never ran the suite
+        sb.run(["userdel", "--force", name])
+    for uid in (1500, 1501, 1503):  # squat the ids a blank machine would give the test users, and leave a hole
+        if sb.run(["getent", "passwd", str(uid)]).returncode != 0 and sb.run(["getent", "group", str(uid)]).returncode != 0:
+            sb.run(["useradd", "--uid", str(uid), "--user-group", "--no-create-home", f"squatter{uid}"], check=True)
+    code = "import harness.ids as i; print(i.TEST_UID, i.OTHER_UID)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVBOX_TEST_UID_")}
+    r = subprocess.run(sb.argv([sys.executable, "-c", code]),
+                       env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    test_uid, other_uid = map(int, r.stdout.split())
+    assert test_uid != other_uid
+    for uid in (test_uid, other_uid):
+        assert uid >= 1500 and uid not in (1500, 1501, 1503)
+        assert sb.run(["getent", "passwd", str(uid)]).returncode != 0  # free as a uid
+        assert sb.run(["getent", "group", str(uid)]).returncode != 0  # and as a gid

@@ -108,7 +108,8 @@ def test_reversed_lines_detected_and_fixed(etc_sandbox: EtcSandbox, env: dict[st
         "so container root becomes host uid 100000"
     )
     assert found["daemon.live"]["status"] == "fail"
-    assert f"data root is for 100000.100000, not {UID}.{UID}" in found["daemon.live"]["evidence"]
+    assert found["daemon.live"]["evidence"][-1] == (
+        f"the engine at {d.host} remaps container root to 100000:100000, not to devbox-tester ({UID}:{UID})")
     assert found["probe.file-owner"]["evidence"] == [
         f"created as container root: host uid 100000, gid 100000 (want {UID}, {UID})"
     ]

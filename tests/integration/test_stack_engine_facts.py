@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from harness.daemon import PrivateDaemon
 
 from .test_stack import UID, devbox, make_project, ok
+
+REPO = Path(__file__).resolve().parents[2]
 
 PLAIN = """\
 description = "one container, no bind mount of your files"
@@ -68,7 +71,8 @@ def test_ps_on_a_remapped_daemon_says_remapped(remap_engine: PrivateDaemon) -> N
 def test_a_base_image_that_cannot_be_pulled_is_said_so(plain_engine: PrivateDaemon, test_user: dict[str, object]) -> None:
     root = _project("unpullable", UNPULLABLE)
     images = root / ".devbox" / "images"  # readable by the test user, who runs devbox
-    (images / "unpullable").mkdir(parents=True)
+    shutil.copytree(REPO / "images", images)  # the shipped profiles' contexts, and one more
+    (images / "unpullable").mkdir()
     # no registry is reachable from the test machine, and this image exists nowhere anyway
     (images / "unpullable" / "Dockerfile").write_text("FROM devbox-test.invalid/no-such-base:1\nRUN true\n")
     r = devbox(plain_engine, root, "up", "-d", env={"DEVBOX_IMAGES_DIR": str(images)})
