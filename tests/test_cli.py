@@ -24,7 +24,7 @@ def _commands() -> dict[str, typer.core.TyperCommand]:
 
 def test_each_short_option_means_one_thing_across_the_cli() -> None:
     meaning: dict[str, set[str]] = {}
-    for name, command in _commands().items():
+    for command in _commands().values():
         for param in command.params:
             if not isinstance(param, typer.core.TyperOption):
                 continue

@@ -103,7 +103,7 @@ def test_call_translates_and_passes_results_through() -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, bytes]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         status, body = self.routes.get(self.path, (404, b'{"message": "page not found"}'))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

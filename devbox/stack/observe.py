@@ -1,4 +1,4 @@
-"""Read-only Docker queries -> the plain :mod:`devbox.model` ``Observed*`` dataclasses.
+"""Read-only Docker queries -> the plain :mod:`devbox.core.model` ``Observed*`` dataclasses.
 
 Everything is found by the ``devbox.project`` label (never by name), with the
 list endpoints, so a no-op ``up`` costs three list calls and one image inspect
