@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import errno
-import http.server
 import json
 import os
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import urllib3.exceptions
 from devbox.engine.errors import call, from_os_error, root_os_error, translate
 from devbox.engine.fastapi import Api
 from devbox.errors import EngineError, EngineErrorKind
+from harness.stub_engine import stub_engine
 
 
 def _sdk_connection_error(os_error: OSError) -> requests.exceptions.ConnectionError:
@@ -100,46 +98,16 @@ def test_call_translates_and_passes_results_through() -> None:
 # --- the stdlib client against a real unix socket ------------------------------------
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, bytes]] = {}
-
-    def do_GET(self) -> None:
-        status, body = self.routes.get(self.path, (404, b'{"message": "page not found"}'))
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        sock, _ = super().get_request()
-        return sock, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "engine.sock"
-    srv = _UnixServer(str(path), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield path
-    srv.shutdown()
-    srv.server_close()
+    with stub_engine(tmp_path / "engine.sock", {
+        "/containers/gone/json": (404, b'{"message": "No such container: gone"}'),
+        "/containers/busy/json": (409, b'{"message": "container is busy"}'),
+    }) as path:
+        yield path
 
 
 def test_fast_api_statuses_are_typed(server: Path) -> None:
-    _Handler.routes = {
-        "/_ping": (200, b"OK"),
-        "/containers/gone/json": (404, b'{"message": "No such container: gone"}'),
-        "/containers/busy/json": (409, b'{"message": "container is busy"}'),
-    }
     api = Api(str(server), 5)
     api.ping()
     with pytest.raises(EngineError) as raised:

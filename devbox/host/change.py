@@ -1,66 +1,58 @@
 """Carrying out changes to host configuration files safely, and undoing them.
 
-:func:`apply_changes` writes a set of :class:`FileChange`\\ s the way shadow-utils
-would (locked, atomic, with a timestamped backup), restarts dockerd, waits for
-it, runs a caller-supplied verification, and — when any step fails — restores
-every file byte-for-byte and restarts dockerd on the old configuration.
-:func:`record` keeps a journal of what devbox changed; :func:`plan_revert`
-computes the inverse against the files as they are now.  What to change is
-decided elsewhere (:func:`devbox.remap.plan.plan_remap`): nothing here makes decisions.
+:func:`apply_changes` is the one path every host change takes (``remap
+--apply``, ``--revert``, ``doctor --fix``):
+
+1. devbox's own ``flock`` (one devbox change at a time), then shadow-utils'
+   locks on /etc/subuid and /etc/subgid in shadow-utils' order, and the same
+   kind of lock on daemon.json;
+2. under those locks, the files are read once more and must be exactly what
+   was planned (and shown, and confirmed) — else nothing is written;
+3. backups, then the journal's ``pending`` record (what will change, with
+   before and after hashes), *then* the writes, each atomic;
+4. the locks are released (``usermod`` need not wait for dockerd), dockerd is
+   restarted and the caller's verification runs;
+5. on failure — or Ctrl-C or SIGTERM during the restart or verification —
+   every file is rolled back under the locks again (byte-for-byte when nobody
+   touched it since; otherwise only devbox's own edit is taken back, so a
+   concurrent ``usermod`` is never lost) and dockerd restarted on the old
+   configuration; further signals are ignored until that is done.
+
+A devbox killed at any point leaves the journal's ``pending`` record:
+:func:`recover` finds it on the next run and converges.  What to change is
+decided elsewhere (:func:`devbox.remap.plan.plan_remap`): nothing here makes
+decisions.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
+import contextlib
+import fcntl
+import os
 import shlex
+import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from devbox.core.hashing import sha256_hex
-from devbox.errors import DevboxError, HostError, RollbackError
-from devbox.host import files
-from devbox.host.observe import read_text
+from devbox.errors import DevboxError, Exit, HostError, RollbackError
+from devbox.host import files, journal
+from devbox.host.faults import point
+from devbox.host.journal import FileChange, json_indent
 from devbox.paths import Paths
 
-
-@dataclasses.dataclass(frozen=True)
-class FileChange:
-    """A host file's whole new content (or its removal), with the reasons and what --revert needs."""
-
-    path: Path
-    old: str
-    new: str
-    existed: bool
-    reasons: tuple[str, ...]
-    added: tuple[str, ...] = ()  # lines devbox adds (subid files), for --revert
-    removed: tuple[str, ...] = ()
-    json_key: str | None = None  # daemon.json: the key devbox sets
-    json_before: Any = None  # ... and its previous value (None: absent)
-    delete: bool = False  # remove the file (one devbox created)
-
-    @property
-    def changed(self) -> bool:
-        return self.delete or self.old != self.new or not self.existed
-
-    def diff(self) -> str:
-        return "".join(difflib.unified_diff(
-            self.old.splitlines(keepends=True), [] if self.delete else self.new.splitlines(keepends=True),
-            fromfile=f"{self.path} (now)", tofile=f"{self.path} (devbox)" if not self.delete else "/dev/null",
-        ))
+__all__ = ["FileChange", "Interrupted", "apply_changes", "json_indent", "recover", "restart_argv", "run_restart",
+           "validate_available", "validate_config"]
 
 
-def json_indent(text: str) -> int:
-    """The indent a JSON file already uses (2 when it has none), so a rewrite keeps its look."""
-    for line in text.splitlines()[1:]:
-        stripped = line.lstrip(" ")
-        if stripped and len(line) != len(stripped):
-            return len(line) - len(stripped)
-    return 2
+class Interrupted(HostError):
+    """Ctrl-C or SIGTERM arrived during a change; the change was rolled back before devbox stopped."""
+
+    exit_code = Exit.INTERRUPTED
 
 
 # --- restarting and validating dockerd ------------------------------------------------
@@ -112,15 +104,76 @@ def validate_config(text: str) -> str | None:
     return None if r.returncode == 0 else (r.stderr or r.stdout).strip()
 
 
-# --- executing ---------------------------------------------------------------------
+# --- locks ---------------------------------------------------------------------------
+
+
+def lock_order(paths: Paths, changed: list[Path]) -> list[Path]:
+    """shadow-utils locks /etc/subuid before /etc/subgid (usermod's order); daemon.json comes after them."""
+    order = [paths.subuid, paths.subgid, paths.daemon_json]
+    return order + [p for p in changed if p not in order]
+
+
+@contextlib.contextmanager
+def devbox_lock(paths: Paths) -> Iterator[None]:
+    """One devbox host change at a time (an ``flock``: a killed holder releases it)."""
+    directory = paths.remap_journal.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- signals ------------------------------------------------------------------------------
+
+
+class _Signalled(BaseException):
+    pass
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGINT) raise, so the restart or verification stops and the rollback runs."""
+    def raise_(signum: int, frame: FrameType | None) -> None:
+        raise _Signalled(signum)
+
+    previous = {s: signal.signal(s, raise_) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A rollback runs to the end: a second Ctrl-C must not leave the host half-restored."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# --- executing -----------------------------------------------------------------------------
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _write(change: FileChange) -> None:
-    with files.locked(change.path):
-        if change.delete:
-            files.remove(change.path)
-        else:
-            files.write_atomic(change.path, change.new.encode())
+    if change.delete:
+        files.remove(change.path)
+    else:
+        files.write_atomic(change.path, change.new.encode())
+    point("wrote-file")
 
 
 def _come_back(restart_commands: list[list[str]], verify: Callable[[], str | None] | None, timeout: float) -> str | None:
@@ -128,11 +181,38 @@ def _come_back(restart_commands: list[list[str]], verify: Callable[[], str | Non
     from devbox.engine.client import wait_until_up
 
     failure = run_restart(restart_commands)
+    point("restarted")
     if failure is None and not wait_until_up(timeout):
         failure = f"dockerd did not come back within {timeout:.0f}s"
     if failure is None and verify is not None:
         failure = verify()
+    point("verified")
     return failure
+
+
+def _undo_records(records: list[dict[str, Any]], progress: Callable[[str], None]) -> list[journal.Undone]:
+    """Put every file of a change back (the caller holds the locks); what was done to each one changed."""
+    said = []
+    for f in records:
+        path = Path(f["path"])
+        current = _read(path)
+        if current is None if not f["existed"] else (current is not None and sha256_hex(current) == f["before_sha256"]):
+            continue  # never written, or already back
+        undone = journal.undo(f, None if current is None else current.decode(errors="surrogateescape"))
+        if undone.text is None:
+            files.remove(path)
+        else:
+            files.write_atomic(path, undone.text.encode(errors="surrogateescape"))
+        point("restored-file")
+        progress(f"{path}: {undone.reason}")
+        said.append(undone)
+    return said
+
+
+def _undo_files(paths: Paths, records: list[dict[str, Any]], progress: Callable[[str], None]) -> list[journal.Undone]:
+    """:func:`_undo_records` under the locks."""
+    with files.locked_in_order(lock_order(paths, [Path(f["path"]) for f in records])):
+        return _undo_records(records, progress)
 
 
 def apply_changes(
@@ -141,151 +221,124 @@ def apply_changes(
     restart_commands: list[list[str]],
     *,
     verify: Callable[[], str | None] | None,
+    op: str = "apply",
+    user: str = "",
     timeout: float = 60,
     progress: Callable[[str], None] = lambda _: None,
 ) -> str:
-    """Write ``changes`` (locked, atomic, backed up), restart dockerd, ``verify()``; roll back on failure.
+    """Write ``changes`` (locked, atomic, backed up, journalled first), restart dockerd, ``verify()``;
+    roll back on failure or interruption.  ``op`` (``apply`` or ``revert``) says what the journal records.
 
     Returns the backup stamp.  Raises :class:`HostError` after a successful
-    rollback, :class:`RollbackError` when even the rollback failed.
+    rollback (:class:`Interrupted` when a signal caused it), :class:`RollbackError`
+    when even the rollback failed.
     """
     stamp = files.timestamp()
-    snapshots = [files.Snapshot.take(c.path) for c in changes]
-    for snap, change in zip(snapshots, changes, strict=True):
-        if (snap.data or b"").decode(errors="replace") != change.old:
-            raise HostError(f"{change.path} changed while devbox was planning", hint="re-run the command")
-    for snap in snapshots:
-        files.backup(snap, paths.remap_backups, stamp)
-    written: list[files.Snapshot] = []
-    try:
-        for snap, change in zip(snapshots, changes, strict=True):
-            _write(change)
-            written.append(snap)
-            progress(f"{'removed' if change.delete else 'wrote'} {change.path} (backup in {paths.remap_backups / stamp})")
-    except DevboxError:
-        for snap in written:
-            snap.restore()
-        raise
-    progress("restarting dockerd: " + " && ".join(shlex.join(a) for a in restart_commands))
-    failure = _come_back(restart_commands, verify, timeout)
-    if failure is None:
-        return stamp
-    progress(f"failed: {failure}; rolling back")
-    for snap in snapshots:
-        with files.locked(snap.path):
-            snap.restore()
-    second = _come_back(restart_commands, None, timeout)
-    if second is not None:
-        raise RollbackError(
-            f"{failure}; the files were restored byte-for-byte, but dockerd did not come back on the old "
-            f"configuration either: {second}",
-            hint="check `journalctl -u docker` / the daemon log; backups are in " + str(paths.remap_backups / stamp),
-        )
-    raise HostError(f"{failure}; rolled back: every file is byte-identical to before and dockerd runs on the old configuration",
+    with devbox_lock(paths):
+        with files.locked_in_order(lock_order(paths, [c.path for c in changes])):
+            point("locked-all")
+            for change in changes:
+                now = _read(change.path)
+                if (now is not None) != change.existed or (now or b"").decode(errors="replace") != change.old:
+                    raise HostError(f"{change.path} changed since devbox read it (another tool edited it meanwhile)",
+                                    hint="re-run the command: nothing was changed")
+                files.backup(files.Snapshot(change.path, now), paths.remap_backups, stamp)
+            journal.begin(paths, op, user, stamp, changes)  # before the first file changes
+            try:
+                for change in changes:
+                    _write(change)
+                    progress(f"{'removed' if change.delete else 'wrote'} {change.path} "
+                             f"(backup in {paths.remap_backups / stamp})")
+            except DevboxError:
+                # a write failed half-way (disk full, read-only): take back what was written, still locked
+                with _signals_ignored():
+                    _undo_records(_pending_files(paths), progress)
+                    journal.abandon(paths)
+                raise
+            journal.advance(paths, "restarting")
+        progress("restarting dockerd: " + " && ".join(shlex.join(a) for a in restart_commands))
+        interrupted: int | None = None
+        try:
+            with _signals_interrupt():
+                failure = _come_back(restart_commands, verify, timeout)
+        except (_Signalled, KeyboardInterrupt) as exc:
+            interrupted = exc.args[0] if isinstance(exc, _Signalled) and exc.args else signal.SIGINT
+            failure = f"interrupted by {signal.Signals(interrupted).name} during the dockerd restart"
+        if failure is None:
+            journal.finish(paths)
+            return stamp
+        progress(f"failed: {failure}; rolling back")
+        with _signals_ignored():
+            journal.advance(paths, "rolling-back")
+            merged = [u for u in _undo_files(paths, _pending_files(paths), progress) if not u.exact]
+            second = _come_back(restart_commands, None, timeout)
+            if second is not None:
+                raise RollbackError(
+                    f"{failure}; the files were put back, but dockerd did not come back on the old "
+                    f"configuration either: {second}",
+                    hint="check `journalctl -u docker` / the daemon log; backups are in " + str(paths.remap_backups / stamp),
+                )
+            journal.abandon(paths)
+    state = ("every file is back as it was, keeping what other tools changed meanwhile" if merged
+             else "every file is byte-identical to before")
+    if interrupted is not None:
+        raise Interrupted(f"{failure}; rolled back: {state} and dockerd runs on the old configuration")
+    raise HostError(f"{failure}; rolled back: {state} and dockerd runs on the old configuration",
                     hint="see `devbox remap` for the details")
 
 
-# --- the journal and --revert ---------------------------------------------------------
+def _pending_files(paths: Paths) -> list[dict[str, Any]]:
+    entry = journal.pending(paths)
+    return list(entry["files"]) if entry is not None else []
 
 
-@dataclasses.dataclass
-class Journal:
-    """What devbox did to the host, so --revert can undo exactly that."""
-
-    path: Path
-    applies: list[dict[str, Any]]
-
-    @classmethod
-    def load(cls, path: Path) -> Journal:
-        try:
-            data = json.loads(path.read_text())
-            return cls(path, list(data.get("applies", [])))
-        except FileNotFoundError:
-            return cls(path, [])
-        except (ValueError, OSError) as exc:
-            raise HostError(f"cannot read devbox's remap journal: {exc}", where=str(path),
-                            hint="restore files by hand from the backups beside it") from None
-
-    def save(self) -> None:
-        files.write_atomic(self.path, (json.dumps({"version": 1, "applies": self.applies}, indent=2) + "\n").encode(),
-                              mode=0o600)
+# --- after a crash ---------------------------------------------------------------------------
 
 
-def record(paths: Paths, user: str, stamp: str, changes: tuple[FileChange, ...]) -> None:
-    journal = Journal.load(paths.remap_journal)
-    journal.applies.append({
-        "stamp": stamp,
-        "user": user,
-        "files": [
-            {
-                "path": str(c.path),
-                "existed": c.existed,
-                "before_sha256": sha256_hex(c.old.encode()) if c.existed else None,
-                "after_sha256": sha256_hex(c.new.encode()),
-                "backup": str(paths.remap_backups / stamp / str(c.path).strip("/").replace("/", "_")) if c.existed else None,
-                "added": list(c.added),
-                "removed": list(c.removed),
-                "json_key": c.json_key,
-                "json_before": c.json_before,
-            }
-            for c in changes
-        ],
-    })
-    journal.save()
+def _sweep_debris(paths: Paths) -> None:
+    """What a killed devbox can leave beside the files: its temp files, and ``FILE.<pid>`` lock links
+    of processes that no longer run (a stale ``FILE.lock`` itself is taken over by the next lock)."""
+    for path in lock_order(paths, []):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(path.parent):
+                name = entry.name
+                if name.startswith(f".{path.name}.") and name.endswith(".devbox-tmp"):
+                    files.remove(Path(entry.path))
+                elif name.startswith(f"{path.name}.") and name[len(path.name) + 1:].isdigit():
+                    pid = int(name[len(path.name) + 1:])
+                    if not files.pid_alive(pid):
+                        files.remove(Path(entry.path))
 
 
-def _inverse(f: dict[str, Any], text: str) -> tuple[str, bool, str]:
-    """One recorded edit undone on ``text``: (new text, file exists, reason)."""
-    backup: str | None = f.get("backup")
-    if sha256_hex(text.encode()) == f["after_sha256"] and (backup or not f["existed"]):
-        # untouched since devbox wrote it: the backup is the exact earlier state
-        if backup is not None:
-            return Path(backup).read_text(), True, "restored the copy saved before devbox changed it"
-        return "", False, "removed the file devbox created"
-    if f.get("json_key"):
-        data = json.loads(text) if text.strip() else {}
-        if f["json_before"] is None:
-            data.pop(f["json_key"], None)
-        else:
-            data[f["json_key"]] = f["json_before"]
-        return (json.dumps(data, indent=json_indent(text)) + "\n", True,
-                f"put \"{f['json_key']}\" back as it was (the file changed since devbox wrote it)")
-    lines = text.splitlines()
-    for line in f["added"]:
-        if line in lines:
-            lines.remove(line)
-    lines += [line for line in f["removed"] if line not in lines]
-    return ("\n".join(lines) + ("\n" if lines else ""), True,
-            "removed the lines devbox added, put back the ones it removed (the file changed since devbox wrote it)")
 
 
-def plan_revert(paths: Paths) -> tuple[FileChange, ...]:
-    """The inverse of every recorded apply, newest first, against the files as they are now."""
-    journal = Journal.load(paths.remap_journal)
-    now: dict[Path, str | None] = {}
-    current: dict[Path, tuple[str, bool]] = {}
-    reasons: dict[Path, list[str]] = {}
-    for entry in reversed(journal.applies):
-        for f in entry["files"]:
-            path = Path(f["path"])
-            if path not in current:
-                now[path] = read_text(path)
-                current[path] = (now[path] or "", now[path] is not None)
-            text, exists, reason = _inverse(f, current[path][0])
-            current[path] = (text, exists)
-            reasons.setdefault(path, []).append(reason)
-    changes = []
-    for path, (text, exists) in current.items():
-        before = now[path]
-        if (before is not None) == exists and (before or "") == text:
-            continue
-        changes.append(FileChange(path, before or "", text, before is not None, tuple(reasons[path]),
-                                  delete=not exists))
-    return tuple(changes)
+def describe_pending(entry: dict[str, Any]) -> str:
+    what = {"writing": "while writing the files", "restarting": "while restarting dockerd",
+            "rolling-back": "while rolling back"}.get(str(entry.get("state")), f"at {entry.get('state')}")
+    return f"an earlier `devbox remap --{entry.get('op', 'apply')}` (backup {entry.get('stamp')}) was interrupted {what}"
 
 
-def finish_revert(paths: Paths) -> None:
-    """Retire the journal: what it recorded is undone (kept beside it for the record)."""
-    journal = paths.remap_journal
-    if journal.exists():
-        journal.rename(journal.with_name(f"journal.reverted-{files.timestamp()}.json"))
+def recover(paths: Paths, restart_commands: list[list[str]], *, timeout: float = 60,
+            progress: Callable[[str], None] = lambda _: None) -> bool:
+    """Finish what a killed devbox left: every file back as before that change, dockerd restarted if it
+    had been restarted on the new one.  ``True`` when there was something to recover."""
+    with devbox_lock(paths):
+        _sweep_debris(paths)
+        entry = journal.pending(paths)
+        if entry is None:
+            return False
+        progress(describe_pending(entry) + "; putting the files back as they were before it")
+        with _signals_ignored():
+            if entry.get("state") == "restarting":
+                journal.advance(paths, "rolling-back")
+            _undo_files(paths, entry["files"], progress)
+            if entry.get("state") in ("restarting", "rolling-back"):
+                progress("restarting dockerd on the configuration from before that change")
+                failure = _come_back(restart_commands, None, timeout)
+                if failure is not None:
+                    raise RollbackError(f"the files are back, but dockerd did not come back: {failure}",
+                                        hint="check `journalctl -u docker` / the daemon log")
+            journal.abandon(paths)
+    return True
+
+

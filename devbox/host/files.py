@@ -2,24 +2,34 @@
 
 * Lock: write our PID to ``FILE.<pid>``, fsync, hard-link it to ``FILE.lock``
   (shadow-utils' ``commonio_lock``), so devbox and ``usermod``/``useradd``
-  never interleave.  A lock whose PID is dead is stale and removed; an empty
-  lock file is not stale.  Retries 15 × 1 s like shadow-utils.
-* Write: a temp file in the same directory, same mode and owner, fsync,
-  ``rename`` over the original, fsync the directory.
+  never interleave.  Retries 15 × 1 s like shadow-utils.  A lock whose PID is
+  dead is stale; an empty or garbled lock file is held.  Stale locks are
+  removed under an ``flock`` of the lock's directory (two devbox processes
+  cannot both judge and remove the same stale lock) and only when the path
+  still names the inode whose PID was read (not a lock taken meanwhile).
+* Write: a temp file made with ``O_EXCL`` under an unpredictable name in the
+  same directory, same mode and owner, fsync, ``rename`` over the original,
+  fsync the directory.
 * Backup: the exact previous bytes, timestamped, in devbox's state directory.
+
+Every step that changes the disk passes a :func:`devbox.host.faults.point`,
+where the crash suite kills devbox to prove that nothing is ever torn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devbox.errors import HostError
+from devbox.host.faults import point
 
 if TYPE_CHECKING:
     from devbox.host.user import User
@@ -27,7 +37,7 @@ if TYPE_CHECKING:
 LOCK_TRIES = 15
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -43,7 +53,7 @@ def locked(path: Path, tries: int = LOCK_TRIES, delay: float = 1.0) -> Iterator[
     lock = path.with_name(path.name + ".lock")
     mine = path.with_name(f"{path.name}.{os.getpid()}")
     try:
-        fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise HostError(f"cannot create lock file {mine}: {exc.strerror}", hint="run with sudo") from None
     try:
@@ -57,9 +67,7 @@ def locked(path: Path, tries: int = LOCK_TRIES, delay: float = 1.0) -> Iterator[
                 os.link(mine, lock)
                 break
             except FileExistsError:
-                if _stale(lock):
-                    with contextlib.suppress(FileNotFoundError):
-                        lock.unlink()
+                if _remove_if_stale(lock):
                     continue
                 if attempt + 1 < tries:
                     time.sleep(delay)
@@ -70,6 +78,7 @@ def locked(path: Path, tries: int = LOCK_TRIES, delay: float = 1.0) -> Iterator[
                 where=str(lock),
                 hint="wait for usermod/useradd to finish, or remove the lock if no such process runs",
             )
+        point("locked")
         try:
             yield
         finally:
@@ -80,14 +89,51 @@ def locked(path: Path, tries: int = LOCK_TRIES, delay: float = 1.0) -> Iterator[
             mine.unlink()
 
 
-def _stale(lock: Path) -> bool:
+@contextlib.contextmanager
+def locked_in_order(paths: list[Path], tries: int = LOCK_TRIES, delay: float = 1.0) -> Iterator[None]:
+    """Hold the locks of ``paths`` in the order given (shadow-utils' order for its files), released in reverse."""
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            stack.enter_context(locked(path, tries, delay))
+        yield
+
+
+def _stale_pid(text: str) -> bool:
+    """A lock naming a PID that is not running.  An empty or garbled lock is held (shadow-utils' rule)."""
+    text = text.strip("\0\n ")
+    return text.isdigit() and not pid_alive(int(text))
+
+
+def _remove_if_stale(lock: Path) -> bool:
+    """Remove ``lock`` if it is stale; ``True`` when it is gone (removed here, or by its holder)."""
     try:
-        text = lock.read_text(errors="replace").strip("\0\n ")
-    except FileNotFoundError:
-        return True
-    if not text.isdigit():
-        return False  # shadow-utils treats an empty or garbled lock as held
-    return not _pid_alive(int(text))
+        dirfd = os.open(lock.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        # one devbox at a time judges and removes stale locks in this directory
+        fcntl.flock(dirfd, fcntl.LOCK_EX)
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return True
+        try:
+            if not _stale_pid(os.read(fd, 64).decode(errors="replace")):
+                return False
+            judged = os.fstat(fd)
+            point("judged-stale")
+            try:
+                now = os.lstat(lock)
+            except FileNotFoundError:
+                return True
+            if (now.st_dev, now.st_ino) != (judged.st_dev, judged.st_ino):
+                return False  # a new lock took its place since we read it
+            os.unlink(lock)
+            return True
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dirfd)  # closing releases the flock
 
 
 def makedirs_owned(directory: Path, owner: User | None) -> None:
@@ -104,31 +150,37 @@ def makedirs_owned(directory: Path, owner: User | None) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, keep mode and owner, rename, fsync dir."""
+    """Replace ``path`` with ``data``: temp file (``O_EXCL``, unpredictable name), fsync, keep mode
+    and owner, rename, fsync dir.  A crash at any point leaves the old bytes or the new, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         st = path.stat()
         mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
     except FileNotFoundError:
         owner = None
-    tmp = path.with_name(f".{path.name}.devbox-{os.getpid()}.tmp")
+    tmp: str | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".devbox-tmp", dir=path.parent)
         try:
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+            point("written-temp")
             os.fsync(fd)
+            os.fchmod(fd, mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(fd, *owner)
         finally:
             os.close(fd)
-        os.chmod(tmp, mode)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(tmp, *owner)
+        point("synced-temp")
         os.rename(tmp, path)
+        tmp = None
+        point("renamed")
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise HostError(f"cannot write {path}: {exc.strerror}", hint=f"check who may write to {path.parent} (ls -ld)") from None
     dirfd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -11,7 +11,7 @@ from devbox import console
 from devbox.core.findings import Finding, worst
 from devbox.core.idmap import map_rows
 from devbox.errors import ConfigError, DevboxError, Exit, HostError
-from devbox.host import change
+from devbox.host import change, journal
 from devbox.host.user import User, refuse_root, resolve_user
 from devbox.paths import Paths
 from devbox.remap.assess import FIX_APPLY, HostState, assess, assess_kernel, observe_host
@@ -32,10 +32,20 @@ def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: boo
     if not probe:
         findings = [f for f in findings if not f.id.startswith("probe.")]
     status = worst(findings)
+    unfinished = journal.pending(paths)
     if json_out:
-        console.emit_json(remap_report_json(state, findings))
+        report = remap_report_json(state, findings)
+        report["unfinished"] = None if unfinished is None else {
+            "op": unfinished.get("op"), "state": unfinished.get("state"), "stamp": unfinished.get("stamp"),
+            "files": [f["path"] for f in unfinished.get("files", [])]}
+        report["ok"] = report["ok"] and unfinished is None
+        console.emit_json(report)
     else:
         render_report(state, findings, verbose)
+    if unfinished is not None:
+        console.warn(f"{change.describe_pending(unfinished)}; `sudo devbox remap --apply` (or --revert) puts "
+                     "its files back first, then carries on")
+        return Exit.PROBLEMS
     return Exit.PROBLEMS if status == "fail" else Exit.OK
 
 
@@ -139,7 +149,10 @@ def change_command(
 def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str | None, json_out: bool) -> Exit:
     if not dry_run:
         _require_root(["--revert"] + (["--restart-cmd", restart_cmd] if restart_cmd else []))
-    changes = change.plan_revert(paths)
+    restart = change.restart_argv(paths, restart_cmd)
+    if not dry_run:
+        change.recover(paths, restart, progress=console.info)
+    changes = journal.plan_revert(paths)
     if json_out:
         console.emit_json({"schema": "devbox.remap-revert/1", "changes": [
             {"path": str(c.path), "reasons": list(c.reasons), "diff": c.diff()} for c in changes], "dry_run": dry_run})
@@ -157,9 +170,7 @@ def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str 
     if not yes and not console.confirm("Revert these changes and restart dockerd?"):
         raise DevboxError("not confirmed; nothing was changed", hint="re-run with --yes to skip the question")
     # the revert proves only that dockerd comes back: there is no remap left to prove
-    stamp = change.apply_changes(paths, changes, change.restart_argv(paths, restart_cmd), verify=None,
-                                 progress=console.info)
-    change.finish_revert(paths)
+    stamp = change.apply_changes(paths, changes, restart, verify=None, op="revert", progress=console.info)
     console.say(f"reverted; the state before devbox is back (copies of what was replaced: {paths.remap_backups / stamp})",
                 style="green")
     return Exit.OK

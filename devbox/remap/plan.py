@@ -169,11 +169,11 @@ def verify_live(paths: Paths, user: User) -> str | None:
 
 def apply_remap(paths: Paths, user: User, p: RemapPlan, restart_cmd: str | None,
                 progress: Callable[[str], None] = lambda _: None) -> str:
-    """Carry out ``p`` (safely, see :func:`devbox.host.change.apply_changes`), prove it, record it for --revert."""
-    stamp = change.apply_changes(paths, p.changes, change.restart_argv(paths, restart_cmd),
-                                 verify=lambda: verify_live(paths, user), progress=progress)
-    if p.changes:
-        change.record(paths, user.name, stamp, p.changes)
-    return stamp
+    """Carry out ``p`` (safely, see :func:`devbox.host.change.apply_changes`), prove it; the journal records it
+    for --revert.  A change an earlier, killed devbox left half-done is put back first."""
+    restart = change.restart_argv(paths, restart_cmd)
+    change.recover(paths, restart, progress=progress)
+    return change.apply_changes(paths, p.changes, restart, verify=lambda: verify_live(paths, user), op="apply",
+                                user=user.name, progress=progress)
 
 
