@@ -197,7 +197,7 @@ def watch(
 
 @app.command()
 def leaks(
-    json_out: bool = typer.Option(False, "--json", help="A JSON list of the current leaks on stdout."),
+    json_out: bool = typer.Option(False, "--json", help="The current leaks and the directories that could not be read, as one JSON object on stdout."),
     fix: bool = typer.Option(False, "--fix", help="Chown them back to you: a helper container for container-owned files, a printed sudo command for root's."),
 ) -> None:
     """The files in the work dirs that are not yours (from the watcher's records, re-checked), and who wrote them."""

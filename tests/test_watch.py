@@ -13,6 +13,7 @@ import collections
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from pathlib import Path
 import pytest
 
 from devbox.core.idmap import IdRange
+from devbox.errors import DevboxError
+from devbox.watch import watcher as watcher_module
+from devbox.watch.degraded import Degraded
 from devbox.watch.leaks import (
     Attribution,
     HostUser,
@@ -38,9 +42,21 @@ from devbox.watch.leaks import (
     plan_fix,
 )
 from devbox.watch.scan import Ignore, outermost, scan, scan_leaks
+from devbox.watch.source import (
+    CHECK,
+    GONE,
+    OVERFLOW,
+    RESCAN,
+    WATCHDOG_PIN,
+    Coverage,
+    InotifySource,
+    Put,
+    check_watchdog,
+    items_for,
+    watchdog_version,
+)
 from devbox.watch.watcher import (
     Change,
-    Coverage,
     Reporter,
     Tracker,
     Watcher,
@@ -71,6 +87,33 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
+
+
+class FakeSource:
+    """An event source the test drives: it delivers the events the test hands it, and nothing else."""
+
+    def __init__(self, watches: int = 10**9) -> None:
+        self.watches = watches
+        self.put: Put | None = None
+        self.closed = False
+
+    def start(self, roots: object, put: Put) -> None:
+        self.put = put
+
+    def close(self) -> None:
+        self.closed = True
+
+    def watch_count(self) -> int:
+        return self.watches
+
+    def event(self, event_type: str, path: Path, *, is_dir: bool = False) -> None:
+        assert self.put is not None
+        for item in items_for(event_type, str(path), "", is_dir):
+            self.put(item)
+
+    def overflow(self) -> None:
+        assert self.put is not None
+        self.put((OVERFLOW, "", False))
 
 
 def leak(path: str, uid: int = 100998, gid: int = 100998, *, is_dir: bool = False) -> Leak:
@@ -224,6 +267,92 @@ def test_record_first_seen_is_iso_and_reads_back() -> None:
 
 def test_missing_records_file_reads_as_no_leaks(tmp_path: Path) -> None:
     assert load_records(tmp_path / "none.jsonl") == []
+
+
+def count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_records_are_compacted_at_start_and_stay_bounded_on_a_long_run(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    root.mkdir()
+    records = tmp_path / "state" / "leaks.jsonl"
+    old = RecordLog(records)  # what earlier runs left: 500 leaks long fixed, one still there
+    for i in range(500):
+        lk = LIVE.classify(str(root / f"old{i}"), LEAK_UID, LEAK_UID)
+        old.write(lk, at=1.0)
+        old.write(lk, State.FIXED, at=2.0)
+    stays = touch(root / "stays", LEAK_UID)
+    old.write(LIVE.classify(str(stays), LEAK_UID, LEAK_UID), at=3.0)
+    old.close()
+    assert count_lines(records) == 1001
+    clock = FakeClock()
+    source = FakeSource()
+    w = Watcher([root], LIVE, records=RecordLog(records), clock=clock, reconcile_interval=60, source=source, workers=1)
+    with w:
+        w.start()
+        assert count_lines(records) == 1 and w.stats.compactions == 1
+        sizes = []
+        for cycle in range(30):  # a busy project: each minute 20 leaks appear and the previous 20 are fixed or removed
+            for i in range(20):
+                source.event("created", touch(root / f"c{cycle}-{i}", LEAK_UID))
+                prev = root / f"c{cycle - 1}-{i}"
+                if cycle and i % 2:
+                    os.chown(prev, 0, 0)
+                    source.event("attrib", prev)
+                elif cycle:
+                    prev.unlink()
+                    source.event("deleted", prev)
+            w.step(0)
+            clock.t += 60
+            w.step(0)  # the reconcile scan, then the compaction
+            sizes.append(count_lines(records))
+        assert w.stats.leaks_found + w.stats.resolved == 30 * 20 + 29 * 20
+        assert w.stats.full_scans == 31
+        assert sizes == [21] * 30
+        # the append handle was reopened after each compaction: nothing written since went to a replaced file
+        expected = {str(stays)} | {str(root / f"c29-{i}") for i in range(20)}
+        assert {r["path"] for r in load_records(records)} == expected
+        source.event("created", touch(root / "last", LEAK_UID))
+        w.step(0)
+        assert {r["path"] for r in load_records(records)} == expected | {str(root / "last")}
+
+
+def test_records_are_compacted_between_scans_when_they_grow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watcher_module, "COMPACT_BETWEEN_SCANS", 50)
+    records = tmp_path / "leaks.jsonl"
+    root = tmp_path / "w"
+    root.mkdir()
+    source = FakeSource()
+    w = Watcher([root], LIVE, records=RecordLog(records), reconcile_interval=1e9, source=source, workers=1)
+    with w:
+        w.start()
+        most = 0
+        f = touch(root / "flapping")
+        for _ in range(200):  # leaked and given back, again and again, without a full scan
+            os.chown(f, LEAK_UID, LEAK_UID)
+            source.event("attrib", f)
+            w.step(0)
+            os.chown(f, 0, 0)
+            source.event("attrib", f)
+            w.step(0)
+            most = max(most, count_lines(records))
+        assert w.stats.leaks_found == w.stats.resolved == 200 and w.stats.full_scans == 1
+        assert most <= 50 and w.stats.compactions >= 8
+
+
+def test_a_record_appended_through_another_handle_survives_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "leaks.jsonl"
+    watcher_log, fixer_log = RecordLog(path), RecordLog(path)  # e.g. the watcher's and devbox leaks --fix's
+    watcher_log.write(leak("/p/x"))
+    fixer_log.write(leak("/p/y"))  # its handle is open on the file
+    assert watcher_log.compact() == 2
+    fixer_log.write(leak("/p/y"), State.FIXED)  # must land in the new file, not in the one compaction replaced
+    watcher_log.write(leak("/p/z"))
+    states = {r["path"]: r["state"] for r in load_records(path, include_resolved=True)}
+    assert states == {"/p/x": "leak", "/p/y": "fixed", "/p/z": "leak"}
+    fixer_log.close()
+    watcher_log.close()
 
 
 # --- fix boundary -----------------------------------------------------------------
@@ -445,9 +574,10 @@ def test_short_watch_budget_is_said_and_switches_to_periodic_rescans(tmp_path: P
         (tmp_path / f"d{i}").mkdir()
     notices: list[str] = []
     clock = FakeClock()
+    source = FakeSource(watches=3)  # 3 watches for 21 directories: most changes bring no event
     w = Watcher(
         [tmp_path], LIVE, notice=notices.append, clock=clock, reconcile_interval=300, fallback_interval=7,
-        watch_counter=lambda: 3, watch_limit=lambda: 3, workers=1,
+        source=source, watch_limit=lambda: 3, workers=1,
     )
     with w:
         w.start()
@@ -458,38 +588,158 @@ def test_short_watch_budget_is_said_and_switches_to_periodic_rescans(tmp_path: P
                 "others are caught by periodic rescans only — raise the limit: sudo sysctl fs.inotify.max_user_watches=65536"
             )
         ]
-        w.events_enabled = False  # as if this directory had no watch
-        touch(tmp_path / "d7" / "late", LEAK_UID)
+        late = str(touch(tmp_path / "d7" / "late", LEAK_UID))  # in an unwatched directory: no event
         w.drain(timeout=2, idle=0.1)
-        assert str(tmp_path / "d7" / "late") not in w.tracker.leaks
+        clock.t += 6.9
+        w.step(0)
+        assert late not in w.tracker.leaks and w.stats.full_scans == 1
+        clock.t += 0.1  # the fallback interval, not the reconcile interval
+        w.step(0)
+        assert late in w.tracker.leaks and w.stats.full_scans == 2
+        # The budget is raised: said, and back to the reconcile interval.
+        source.watches = 21
         clock.t += 7
         w.step(0)
-        assert str(tmp_path / "d7" / "late") in w.tracker.leaks
+        assert not w.degraded and w.stats.full_scans == 3
+        assert notices[-1] == "every directory has an inotify watch again: back to live events"
+        assert w.timers.next_reconcile == clock.t + 300
 
 
-def test_overflow_warning_from_watchdog_triggers_notice_and_rescan(tmp_path: Path) -> None:
+def test_overflow_is_said_once_and_rescans_after_the_burst_settles(tmp_path: Path) -> None:
     clock = FakeClock()
     notices: list[str] = []
-    w = Watcher([tmp_path], LIVE, notice=notices.append, clock=clock, reconcile_interval=1e9, settle=0.5, workers=1)
+    source = FakeSource()
+    w = Watcher([tmp_path], LIVE, notice=notices.append, clock=clock, reconcile_interval=1e9, settle=0.5,
+                source=source, workers=1)
     with w:
         w.start()
-        w.events_enabled = False  # the events behind the overflow are lost
-        target = touch(tmp_path / "lost", LEAK_UID)
-        # Exactly what watchdog 7.1's inotify reader logs on IN_Q_OVERFLOW.
-        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
-        w.step(0.5)
-        assert w.stats.overflows == 1 and w.degraded
-        assert notices[0].startswith("inotify event queue overflowed: events were lost; rescanning now")
-        assert str(target) not in w.tracker.leaks  # waits for the burst to settle
-        clock.t += 0.5
+        seen = touch(tmp_path / "seen", LEAK_UID)
+        source.event("created", seen)
         w.step(0)
-        assert str(target) in w.tracker.leaks
+        assert str(seen) in w.tracker.leaks and not w.degraded  # events are live
+        lost = touch(tmp_path / "lost", LEAK_UID)  # its event is lost in the overflow
+        source.overflow()
+        w.step(0)
+        assert w.stats.overflows == 1 and w.degraded
+        assert notices == ["inotify event queue overflowed: events were lost; rescanning now and every 10 s until it stays quiet"]
+        assert str(lost) not in w.tracker.leaks  # waits for the burst to settle
+        clock.t += 0.3
+        source.overflow()  # the same burst: counted, not said again, and the rescan is not pushed back
+        w.step(0)
+        assert w.stats.overflows == 2 and len(notices) == 1 and str(lost) not in w.tracker.leaks
+        clock.t += 0.2
+        w.step(0)
+        assert str(lost) in w.tracker.leaks
         assert w.stats.full_scans == 2
         # Degraded: rescans every fallback interval until quiet for degraded_hold.
-        assert w._next_reconcile == pytest.approx(clock.t + w.fallback_interval)
-        clock.t += w.degraded_hold
+        assert w.timers.next_reconcile == pytest.approx(clock.t + 10)
+        clock.t += 59.7
+        w.step(0)
+        assert w.degraded  # 60 s after the last overflow, not the first
+        clock.t += 0.3
         w.step(0)
         assert not w.degraded and notices[-1] == "no queue overflow for a while: back to live events"
+        clock.t = w.timers.next_reconcile  # the fallback rescan already planned still runs, then the long interval
+        w.step(0)
+        assert w.stats.full_scans == 4 and w.timers.next_reconcile == pytest.approx(clock.t + 1e9)
+
+
+def test_degraded_overflow_episode_with_a_fake_clock() -> None:
+    clock = FakeClock(0.0)
+    d = Degraded(clock, reconcile_interval=300, fallback_interval=10, hold=60, settle=0.5)
+    assert d.scan_due() and not d.degraded  # the first scan is due at once
+    d.scanned()
+    assert (d.next_reconcile, d.deadline(), d.scan_due()) == (300, 300, False)
+    clock.t = 100
+    assert d.overflowed() is True  # the first of an episode: the one to say
+    assert d.degraded and d.rescan_at == 100.5 and d.deadline() == 100.5
+    clock.t = 100.4
+    assert d.overflowed() is False  # the same episode
+    assert (d.rescan_at, d.overflow_until, d.scan_due()) == (100.5, 160.4, False)
+    clock.t = 100.5
+    assert d.scan_due()
+    d.scanned()
+    assert d.rescan_at is None and d.next_reconcile == 110.5  # the fallback interval while degraded
+    clock.t = 160.3
+    assert not d.quiet() and d.degraded
+    clock.t = 160.4
+    assert d.quiet() and not d.quiet()  # said once
+    assert not d.degraded and d.interval == 300
+    clock.t = 170
+    assert d.overflowed() is True  # a new episode
+
+
+def test_degraded_partial_coverage_lasts_as_long_as_the_short_budget() -> None:
+    clock = FakeClock(0.0)
+    d = Degraded(clock, reconcile_interval=300, fallback_interval=7, hold=60)
+    assert d.coverage(False) is None
+    assert d.coverage(True) == "partial" and d.coverage(True) is None
+    d.scanned()
+    assert d.degraded and d.next_reconcile == 7
+    clock.t = 7
+    d.overflowed()
+    clock.t = 67
+    assert d.quiet() and d.degraded  # the overflow is over, the short budget is not
+    assert d.coverage(False) == "full" and not d.degraded
+    d.scanned()
+    assert d.next_reconcile == 367
+
+
+def test_events_become_work_items() -> None:
+    assert items_for("attrib", "/r/f", "", False) == [(CHECK, "/r/f", False)]
+    assert items_for("created", "/r/f", "", False) == [(CHECK, "/r/f", False)]
+    assert items_for("created", "/r/d", "", True) == [(CHECK, "/r/d", True), (RESCAN, "/r/d", True)]
+    assert items_for("moved", "/r/a", "/r/b", False) == [(GONE, "/r/a", False), (CHECK, "/r/b", False)]
+    assert items_for("moved", "/r/a", "/r/b", True) == [(GONE, "/r/a", True), (CHECK, "/r/b", True), (RESCAN, "/r/b", True)]
+    assert items_for("deleted", "/r/d", "", True) == [(GONE, "/r/d", True)]
+    for other in ("modified", "opened", "closed", "closed_no_write"):
+        assert items_for(other, "/r/f", "", False) == []
+
+
+# --- the watchdog this code was written against -------------------------------------------
+
+
+def test_the_watchdog_pin_is_pyprojects_and_the_installed_watchdog_is_inside_it() -> None:
+    import importlib.metadata
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.findall(r'"(watchdog\b[^"]*)"', pyproject) == [WATCHDOG_PIN]
+    m = re.fullmatch(r"watchdog>=(\d+)\.(\d+),<(\d+)\.(\d+)", WATCHDOG_PIN)
+    assert m is not None
+    low, high = (int(m[1]), int(m[2])), (int(m[3]), int(m[4]))
+    installed = importlib.metadata.version("watchdog")
+    assert installed == watchdog_version()
+    major, minor = (int(x) for x in installed.split(".")[:2])
+    assert low <= (major, minor) < high, f"watchdog {installed} is outside {WATCHDOG_PIN}"
+    check_watchdog()  # what a starting watcher checks
+
+
+@pytest.mark.parametrize("version", ["7.2.0", "7.0.1", "6.0.0", "8.1", "unknown"])
+def test_an_unsupported_watchdog_is_refused_in_one_line(version: str) -> None:
+    with pytest.raises(DevboxError) as exc:
+        check_watchdog(version)
+    assert exc.value.one_line() == (
+        f"watchdog {version} is installed, but the ownership watcher needs watchdog >=7.1,<7.2 (it relies on that "
+        "version's inotify internals) — pip install 'watchdog>=7.1,<7.2'"
+    )
+    check_watchdog("7.1.9")
+
+
+def test_a_live_chown_is_delivered_as_an_attrib_event_and_writes_bring_none(tmp_path: Path) -> None:
+    f = touch(tmp_path / "f")
+    w = Watcher([tmp_path], LIVE, reconcile_interval=1e9, workers=1)
+    with w:
+        w.start()
+        assert isinstance(w.source, InotifySource) and sum(w.source.delivered.values()) == 0
+        os.chown(f, LEAK_UID, LEAK_UID)
+        wait_until(w, lambda: str(f) in w.tracker.leaks)
+        assert dict(w.source.delivered) == {"attrib": 1} and w.stats.full_scans == 1
+        with open(f, "ab") as fh:  # no IN_MODIFY in the mask: writes are not events
+            for _ in range(200):
+                fh.write(b"x" * 4096)
+                fh.flush()
+        w.drain(idle=0.3)
+        assert dict(w.source.delivered) == {"attrib": 1}
 
 
 MAKE_IN = """
@@ -512,15 +762,56 @@ def test_real_queue_overflow_is_detected_and_rescan_reports_every_leak(burst_roo
     with w:
         w.start()
         n, every = 20_000, 100  # more events than fs.inotify.max_queued_events (16,384 here)
-        # Pause watchdog's reader: its inotify thread takes this lock between reads.
-        reader = w._observer._inotify_fd
-        with reader._lock:
-            subprocess.run([sys.executable, "-c", MAKE_IN, str(burst_root), str(n), str(every)], check=True, timeout=60)
-        expected = {str(burst_root / f"d{i % 100}" / f"f{i}") for i in range(0, n, every)}
-        wait_until(w, lambda: set(w.tracker.leaks) == expected, timeout=20)
+        assert isinstance(w.source, InotifySource)
+        logging.disable(logging.CRITICAL)  # the overflow must reach the watcher without watchdog's log line
+        try:
+            with w.source.paused():  # events pile up in the kernel's queue
+                subprocess.run([sys.executable, "-c", MAKE_IN, str(burst_root), str(n), str(every)], check=True, timeout=60)
+            expected = {str(burst_root / f"d{i % 100}" / f"f{i}") for i in range(0, n, every)}
+            wait_until(w, lambda: set(w.tracker.leaks) == expected, timeout=20)
+        finally:
+            logging.disable(logging.NOTSET)
         assert w.stats.overflows >= 1
         assert w.stats.full_scans >= 2  # the overflow rescan, not the (disabled) reconcile, found them
         assert notices[0].startswith("inotify event queue overflowed")
+
+
+MAKE_SPREAD = """
+import os, sys
+root, ndirs, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    os.close(os.open(os.path.join(root, "d%d" % (i % ndirs), "f%d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+"""
+
+
+def test_an_overflow_on_more_directories_than_the_queue_holds_is_recovered_from(burst_root: Path) -> None:
+    """watchdog 7.1 answers an overflow by removing and re-adding every watch, and each removal queues an
+    IN_IGNORED: with more directories than the queue holds, that overflows it again, for ever.  Our watch
+    group keeps the watches: one overflow, then live events again."""
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    ndirs = queued + 1000
+    burst_root.mkdir(exist_ok=True)
+    for i in range(ndirs):
+        (burst_root / f"d{i}").mkdir()
+    w = Watcher([burst_root], LIVE, reconcile_interval=1e9, settle=0.2, workers=1)
+    with w:
+        w.start()
+        assert isinstance(w.source, InotifySource)
+        with w.source.paused():
+            subprocess.run([sys.executable, "-c", MAKE_SPREAD, str(burst_root), str(ndirs), str(queued + 4000)],
+                           check=True, timeout=60)
+        wait_until(w, lambda: w.stats.overflows >= 1 and w.stats.full_scans >= 2, timeout=30)
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            w.step(0.1)
+        assert w.stats.overflows == 1
+        assert w.source.watch_count() == ndirs + 1
+        new = burst_root / "new" / "sub"
+        new.mkdir(parents=True)
+        f = touch(new / "x", LEAK_UID)
+        scans = w.stats.full_scans
+        wait_until(w, lambda: str(f) in w.tracker.leaks, timeout=5)
+        assert w.stats.full_scans == scans  # found by events, not a rescan
 
 
 # --- live watcher --------------------------------------------------------------------------
@@ -658,12 +949,11 @@ def test_deleted_before_stat_races_do_not_crash(live: Watcher) -> None:
     assert set(live.tracker.leaks) == keep
 
 
-def test_reconcile_scan_finds_leaks_made_while_events_were_not_processed(tmp_path: Path) -> None:
+def test_reconcile_scan_finds_leaks_made_with_no_event_source(tmp_path: Path) -> None:
     clock = FakeClock()
-    w = Watcher([tmp_path], LIVE, clock=clock, reconcile_interval=60, workers=1)
+    w = Watcher([tmp_path], LIVE, clock=clock, reconcile_interval=60, source=None, workers=1)
     with w:
         w.start()
-        w.events_enabled = False
         hidden = touch(tmp_path / "a" / "hidden", LEAK_UID)
         w.drain(timeout=3, idle=0.2)
         assert w.tracker.leaks == {}
@@ -673,6 +963,7 @@ def test_reconcile_scan_finds_leaks_made_while_events_were_not_processed(tmp_pat
         clock.t += 1
         w.step(0)
         assert list(w.tracker.leaks) == [str(hidden)]
+        assert w.stats.coverage is None and not w.degraded  # no source: no watches to count
 
 
 def test_restart_reconciles_with_the_records_file(tmp_path: Path) -> None:
@@ -680,7 +971,7 @@ def test_restart_reconciles_with_the_records_file(tmp_path: Path) -> None:
     fixed_later = touch(root / "fixed", LEAK_UID)
     stays = touch(root / "stays", LEAK_UID)
     records = tmp_path / "state" / "leaks.jsonl"
-    first = Watcher([root], LIVE, records=RecordLog(records), use_events=False)
+    first = Watcher([root], LIVE, records=RecordLog(records), source=None)
     with first:
         first.start()
     assert {r["path"] for r in load_records(records)} == {str(fixed_later), str(stays)}
@@ -689,10 +980,97 @@ def test_restart_reconciles_with_the_records_file(tmp_path: Path) -> None:
     new = touch(root / "new", LEAK_UID)
     lines: list[str] = []
     notices: list[str] = []
-    second = Watcher([root], LIVE, records=RecordLog(records), sink=lines.append, notice=notices.append, workers=1)
+    changes: list[Change] = []
+    second = Watcher([root], LIVE, records=RecordLog(records), sink=lines.append, notice=notices.append,
+                     on_change=changes.append, workers=1)
     with second:
         second.start()
     assert lines == ["new: owned by container uid 5 (host uid 100004, service db) — a container user wrote it"]
     assert notices == ["1 leak recorded earlier still present (devbox leaks lists them)"]
+    assert sorted((c.leak.path, c.state.value) for c in changes) == [(str(fixed_later), "fixed"), (str(new), "leak")]
+    # the fix was recorded, then compacted away with the rest of the history: the file holds the current leaks
     latest = {r["path"]: r["state"] for r in load_records(records, include_resolved=True)}
-    assert latest == {str(fixed_later): "fixed", str(stays): "leak", str(new): "leak"}
+    assert latest == {str(stays): "leak", str(new): "leak"}
+    assert count_lines(records) == 2
+
+
+# --- unreadable directories (as an unprivileged user: root reads any directory) ----------------------
+
+OTHER_UID = 4242
+
+UNREADABLE_CHILD = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from devbox.watch.leaks import Attribution, HostUser
+from devbox.watch.watcher import Watcher
+root = sys.argv[2]
+notices = []
+w = Watcher([root], Attribution(user=HostUser("me", os.getuid(), os.getgid())), notice=notices.append,
+            reconcile_interval=1e9, workers=1)
+
+def wait(cond):
+    deadline = time.monotonic() + 10
+    while not cond() and time.monotonic() < deadline:
+        w.step(0.05)
+
+w.start()
+out = {"at_start": list(notices), "leaks_at_start": sorted(w.tracker.leaks)}
+os.chmod(os.path.join(root, "mine"), 0o755)  # readable again: what it holds is seen now
+wait(lambda: os.path.join(root, "mine", "hidden") in w.tracker.leaks)
+out["leaks_after_chmod"] = sorted(w.tracker.leaks)
+os.mkdir(os.path.join(root, "later"), 0)  # unreadable from the start, even to its owner
+wait(lambda: len(notices) > 1)
+out["live"] = notices[1:]
+out["unreadable"] = sorted(w.unreadable)
+out["full_scans"] = w.stats.full_scans
+w.close()
+print(json.dumps(out))
+"""
+
+
+def as_uid(uid: int, argv: list[str]) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
+
+
+@pytest.fixture
+def unreadable_tree():
+    """uid 4242's tree: ``locked/`` is another uid's directory, mode 000; ``mine/`` is 4242's own, mode 000,
+    holding a leak.  Under /tmp: tmp_path's parents are root's 0700 directories, which 4242 could not cross."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as another uid")
+    base = Path(tempfile.mkdtemp(prefix="devbox-unreadable-"))
+    root = base / "w"
+    touch(root / "ok" / "f", OTHER_UID)
+    touch(root / "locked" / "secret", LEAK_UID)
+    touch(root / "mine" / "hidden", LEAK_UID)
+    for d in (base, root, root / "ok", root / "mine"):
+        os.chown(d, OTHER_UID, OTHER_UID)
+    os.chown(root / "locked", LEAK_UID, LEAK_UID)
+    (root / "locked").chmod(0)
+    (root / "mine").chmod(0)
+    yield root
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_unreadable_directories_are_said_at_start_and_live(unreadable_tree: Path) -> None:
+    root = unreadable_tree
+    package_parent = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run(as_uid(OTHER_UID, [sys.executable, "-c", UNREADABLE_CHILD, package_parent, str(root)]),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["at_start"] == ["2 directories cannot be read, so what is inside them is not checked: locked/, mine/"]
+    assert out["leaks_at_start"] == [str(root / "locked")]
+    assert out["leaks_after_chmod"] == [str(root / "locked"), str(root / "mine" / "hidden")]
+    assert out["live"] == ["later/: cannot be read, so what is inside it is not checked"]
+    assert out["unreadable"] == [str(root / "later"), str(root / "locked")]
+    assert out["full_scans"] == 1  # all of it from events
+
+
+def test_unreadable_line_names_a_few_and_counts_the_rest() -> None:
+    from devbox.watch.leaks import unreadable_line
+
+    paths = [f"/r/d{i}" for i in range(7)]
+    assert unreadable_line(paths, lambda p: p[3:]) == (
+        "7 directories cannot be read, so what is inside them is not checked: d0/, d1/, d2/, d3/, d4/ and 2 more"
+    )

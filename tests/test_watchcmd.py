@@ -3,10 +3,14 @@ and the CLI's one-line refusals.  (Containers and the background watcher for rea
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -211,3 +215,104 @@ def test_leaks_as_root_without_sudo_user_is_refused(tmp_path: Path) -> None:
         "devbox: error: as root every file is yours: there is nothing to watch for — "
         "run devbox as your own user (or with sudo, which sets SUDO_USER)\n"
     )
+
+
+# --- devbox leaks: directories it cannot read -------------------------------------------------------------
+
+NOBODY = 65534  # root reads every directory: these run devbox as nobody
+LEAK_UID = 100004
+
+
+@pytest.fixture
+def locked_project() -> Iterator[tuple[Path, Path]]:
+    """A project of nobody's holding ``locked/``: a directory of another uid, mode 000.  Under /tmp: tmp_path's
+    parents are root's 0700 directories, which nobody could not cross."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run devbox as another user")
+    base = Path(tempfile.mkdtemp(prefix="devbox-leaks-"))
+    root, state = base / "p", base / "state"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("")
+    (root / "devbox.toml").write_text('name = "p"\n')
+    (root / "locked").mkdir()
+    (root / "locked" / "secret").write_text("")
+    state.mkdir()
+    for dirpath, _, files in os.walk(base):
+        os.chown(dirpath, NOBODY, NOBODY)
+        for f in files:
+            os.chown(os.path.join(dirpath, f), NOBODY, NOBODY)
+    os.chown(root / "locked", LEAK_UID, LEAK_UID)
+    (root / "locked").chmod(0)
+    yield root, state
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def leaks_as_nobody(root: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "COLUMNS": "250", "DEVBOX_STATE_DIR": str(state), "HOME": str(state)}
+    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", sys.executable, "-m", "devbox", "leaks", *args]
+    return subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_leaks_says_which_directories_it_could_not_read(locked_project: tuple[Path, Path]) -> None:
+    root, state = locked_project
+    r = leaks_as_nobody(root, state)
+    assert r.returncode == 1, r.stderr
+    assert "locked/" in r.stdout and "unmapped uid 100004" in r.stdout  # the directory itself is a leak
+    err = [" ".join(line.split()) for line in r.stderr.splitlines()]
+    assert err == [
+        f"1 leaked path(s) from a scan of {root} (no watcher running); 'devbox leaks --fix' gives them back to you",
+        "devbox: warning: locked/: cannot be read, so what is inside it is not checked",
+    ]
+    # unreadable, and not a leak: the user's own directory, mode 000
+    shutil.rmtree(root / "src")
+    subprocess.run(["chown", f"{NOBODY}:{NOBODY}", str(root / "locked")], check=True)
+    r = leaks_as_nobody(root, state)
+    assert r.returncode == 1 and r.stdout == ""
+    assert [" ".join(line.split()) for line in r.stderr.splitlines()] == [
+        f"no leaked files in what could be read (from a scan of {root} (no watcher running))",
+        "devbox: warning: locked/: cannot be read, so what is inside it is not checked",
+    ]
+
+
+def test_leaks_json_keeps_the_records_under_leaks_and_adds_unreadable(locked_project: tuple[Path, Path]) -> None:
+    root, state = locked_project
+    r = leaks_as_nobody(root, state, "--json")
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"leaks", "unreadable"}
+    assert [(rec["path"], rec["uid"], rec["kind"], rec["state"]) for rec in out["leaks"]] == [
+        (str(root / "locked"), LEAK_UID, "unmapped", "leak")
+    ]
+    assert out["unreadable"] == [str(root / "locked")]
+    (root / "locked").chmod(0o755)  # readable again: nothing unknown, the leak stays
+    out = json.loads(leaks_as_nobody(root, state, "--json").stdout)
+    assert (len(out["leaks"]), out["unreadable"]) == (1, [])
+
+
+def test_leaks_with_the_watcher_running_reports_what_it_could_not_read(locked_project: tuple[Path, Path]) -> None:
+    from devbox.watch.leaks import Attribution, HostUser, RecordLog
+
+    root, state = locked_project
+    paths = Paths(user_state=state)
+    records = RecordLog(paths.leak_records("p"))
+    attr = Attribution(user=HostUser("nobody", NOBODY, NOBODY))
+    records.write(attr.classify(str(root / "locked"), LEAK_UID, LEAK_UID, is_dir=True), at=1.0)
+    # what the watcher saw: one still unreadable, one gone since, one outside the project
+    records.write_unreadable([str(root / "locked"), str(root / "gone"), "/elsewhere/x"], at=1.0)
+    records.close()
+    for dirpath, _, files in os.walk(state):
+        os.chown(dirpath, NOBODY, NOBODY)
+        for f in files:
+            os.chown(os.path.join(dirpath, f), NOBODY, NOBODY)
+    proc = fake_watcher()
+    try:
+        paths.watcher_pidfile("p").write_text(f"{proc.pid}\n")
+        r = leaks_as_nobody(root, state, "--json")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert [rec["path"] for rec in out["leaks"]] == [str(root / "locked")]
+    assert out["unreadable"] == [str(root / "locked")]
+

@@ -167,11 +167,25 @@ def _record_fixed(records: Path | None, leaks: Sequence[Leak], result: FixResult
 # --- devbox leaks ----------------------------------------------------------------------------
 
 
-def current_leaks(t: Target) -> tuple[list[Leak], str]:
-    """The leaks now.  With the background watcher running: its records, re-checked with lstat.
-    Without it the records may have missed things: a fresh scan (first-seen times kept from the records)."""
+def _still_unreadable(directory: str) -> bool:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # gone since
+    except OSError:
+        return True
+    os.close(fd)
+    return not os.access(directory, os.R_OK | os.X_OK)
+
+
+def current_leaks(t: Target) -> tuple[list[Leak], str, list[str]]:
+    """The leaks now, where they come from, and the directories that could not be read (their contents unknown).
+
+    With the background watcher running: its records, re-checked with lstat (and the unreadable directories
+    it last saw, re-checked).  Without it the records may have missed things: a fresh scan (first-seen times
+    kept from the records)."""
     from devbox.watch import process
-    from devbox.watch.leaks import from_iso, latest_records, load_records
+    from devbox.watch.leaks import from_iso, latest_records, load_records, load_unreadable
     from devbox.watch.scan import scan
 
     attr = t.attribution()
@@ -185,9 +199,13 @@ def current_leaks(t: Target) -> tuple[list[Leak], str]:
             except OSError:
                 continue  # gone since
             found.append((rec["path"], st.st_uid, st.st_gid, _stat.S_ISDIR(st.st_mode)))
+        prefixes = tuple(r.rstrip("/") + "/" for r in t.roots)
+        unreadable = [d for d in load_unreadable(records) if (d + "/").startswith(prefixes) and _still_unreadable(d)]
         source = f"the watcher's records ({records})"
     else:
-        found = list(scan(t.roots, t.user, ignore=t.ignore).found)
+        result = scan(t.roots, t.user, ignore=t.ignore)
+        found = list(result.found)
+        unreadable = sorted(result.unreadable)
         source = f"a scan of {', '.join(t.roots)} (no watcher running)"
     seen = latest_records(records) if records is not None else {}
     now = time.time()
@@ -196,12 +214,14 @@ def current_leaks(t: Target) -> tuple[list[Leak], str]:
         for p, u, g, d in found
         if not t.user.owns(u, g)
     ]
-    return sorted(leaks, key=lambda leak: leak.path), source
+    return sorted(leaks, key=lambda leak: leak.path), source, unreadable
 
 
 def leaks_command(*, json_out: bool, do_fix: bool, start: Path | None = None) -> Exit:
+    from devbox.watch.leaks import unreadable_line
+
     t = target(start=start)
-    leaks, source = current_leaks(t)
+    leaks, source, unreadable = current_leaks(t)
     base = t.roots[0] if len(t.roots) == 1 else None
 
     def shown(p: str) -> str:
@@ -215,15 +235,21 @@ def leaks_command(*, json_out: bool, do_fix: bool, start: Path | None = None) ->
         _record_fixed(t.records, leaks, outcome.result)
         return Exit.OK if report_fix(outcome, shown) else Exit.PROBLEMS
     if json_out:
-        console.emit_json([leak.to_record() for leak in leaks])
-        return Exit.PROBLEMS if leaks else Exit.OK
-    if not leaks:
+        # an object: the records under "leaks", the directories whose contents are unknown under "unreadable"
+        console.emit_json({"leaks": [leak.to_record() for leak in leaks], "unreadable": unreadable})
+        return Exit.PROBLEMS if leaks or unreadable else Exit.OK
+    if leaks:
+        rows = [[shown(leak.path) + ("/" if leak.is_dir else ""), leak.owner_text(), leak.kind.value, leak.service or "",
+                 "yes" if leak.fixable else "sudo"] for leak in leaks]
+        console.table(["path", "owner", "kind", "service", "fixable"], rows)
+        console.info(f"{len(leaks):,} leaked path(s) from {source}; 'devbox leaks --fix' gives them back to you")
+    elif not unreadable:
         console.info(f"no leaked files (from {source})")
         return Exit.OK
-    rows = [[shown(leak.path) + ("/" if leak.is_dir else ""), leak.owner_text(), leak.kind.value, leak.service or "",
-             "yes" if leak.fixable else "sudo"] for leak in leaks]
-    console.table(["path", "owner", "kind", "service", "fixable"], rows)
-    console.info(f"{len(leaks):,} leaked path(s) from {source}; 'devbox leaks --fix' gives them back to you")
+    else:
+        console.info(f"no leaked files in what could be read (from {source})")
+    if unreadable:
+        console.warn(unreadable_line(unreadable, shown))
     return Exit.PROBLEMS
 
 

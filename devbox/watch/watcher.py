@@ -377,7 +377,20 @@ class Watcher:
             return
         except OSError:
             return
-        self._emit(self.tracker.seen(path, st.st_uid, st.st_gid, _stat.S_ISDIR(st.st_mode), self.wall()))
+        is_dir = _stat.S_ISDIR(st.st_mode)
+        self._emit(self.tracker.seen(path, st.st_uid, st.st_gid, is_dir, self.wall()))
+        if is_dir:
+            self._check_readable(path)
+
+    def _check_readable(self, directory: str) -> None:
+        """A directory's owner or mode changed: it may have become unreadable, or readable again (then
+        what it holds was never seen: rescan it)."""
+        readable = os.access(directory, os.R_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+        if not readable and directory not in self.unreadable:
+            self._saw_unreadable(self.unreadable | {directory})
+        elif readable and directory in self.unreadable:
+            self._saw_unreadable(self.unreadable - {directory})
+            self._rescan(directory)
 
     def _rescan(self, directory: str) -> None:
         self.stats.rescans += 1

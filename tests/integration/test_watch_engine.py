@@ -202,7 +202,9 @@ def test_container_chowns_flagged_with_service_and_fixed(remapped: PrivateDaemon
         r = devbox(remapped, root, state, "leaks", "--json")
         no_traceback(r)
         assert r.returncode == 1
-        listed = {rec["path"]: rec for rec in json.loads(r.stdout)}
+        out = json.loads(r.stdout)
+        assert out["unreadable"] == []
+        listed = {rec["path"]: rec for rec in out["leaks"]}
         assert set(listed) == set(stamps) | want | {str(rootfile)}
         assert listed[str(root / "c1")]["service"] == "app"
 
@@ -220,7 +222,7 @@ def test_container_chowns_flagged_with_service_and_fixed(remapped: PrivateDaemon
         # the watcher sees the helper's chowns as fixes
         w.wait_for(lambda recs: set(stamps) | want <= {r["path"] for r in recs if r["state"] == "fixed"})
         r = devbox(remapped, root, state, "leaks", "--json")
-        assert [rec["path"] for rec in json.loads(r.stdout)] == [str(rootfile)]
+        assert [rec["path"] for rec in json.loads(r.stdout)["leaks"]] == [str(rootfile)]
         assert remapped.docker("ps", "-aq", "--filter", "label=devbox.helper").stdout == ""
     finally:
         w.stop()
@@ -298,10 +300,14 @@ def test_background_watcher_lifecycle(remapped: PrivateDaemon) -> None:
     pid = int(pidfile.read_text())
     assert f"ownership watcher running (pid {pid}; log {log}; devbox leaks lists what it finds)\n" in r.stderr
 
-    def leaks_now() -> dict[str, dict[str, Any]]:
+    def leaks_json() -> dict[str, Any]:
         out = devbox(remapped, root, state, "leaks", "--json")
         no_traceback(out)
-        return {rec["path"]: rec for rec in json.loads(out.stdout)}
+        data: dict[str, Any] = json.loads(out.stdout)
+        return data
+
+    def leaks_now() -> dict[str, dict[str, Any]]:
+        return {rec["path"]: rec for rec in leaks_json()["leaks"]}
 
     def poll_leaks(path: Path, timeout: float = 20) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -315,6 +321,17 @@ def test_background_watcher_lifecycle(remapped: PrivateDaemon) -> None:
     remapped.docker("exec", "-u", "0", app, "sh", "-c", "touch /work/x && chown 5:5 /work/x")
     rec = poll_leaks(root / "x")
     assert (rec["container_uid"], rec["service"], rec["kind"]) == (5, "app", "subordinate")
+
+    # a directory a container user keeps to itself: a leak, and its contents unknown to the user's watcher
+    remapped.docker("exec", "-u", "0", app, "sh", "-c",
+                    "mkdir -m 700 /work/private && touch /work/private/f && chown -R 5:5 /work/private")
+    rec = poll_leaks(root / "private")
+    assert (rec["container_uid"], rec["is_dir"]) == (5, True)
+    assert leaks_json()["unreadable"] == [str(root / "private")]
+    deadline = time.monotonic() + 10
+    while "private/: cannot be read, so what is inside it is not checked" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
 
     r = devbox(remapped, root, state, "ps", "--json")
     assert json.loads(r.stdout)["watcher"] == {"state": "running", "pid": pid, "pidfile": str(pidfile), "log": str(log)}
@@ -345,8 +362,10 @@ def test_background_watcher_lifecycle(remapped: PrivateDaemon) -> None:
     assert f"devbox: warning: the ownership watcher (pid {pid}) had died; restarting it (its log: {log})\n" in r.stderr
     new_pid = int(pidfile.read_text())
     assert new_pid != pid
-    found = leaks_now()  # no polling: the restart waited for the first scan
-    assert {str(root / "later"), str(root / "later/d"), str(root / "later/d/y"), str(root / "x")} == set(found)
+    found = leaks_json()  # no polling: the restart waited for the first scan
+    assert {str(root / "later"), str(root / "later/d"), str(root / "later/d/y"), str(root / "x"), str(root / "private")} == {
+        rec["path"] for rec in found["leaks"]}
+    assert found["unreadable"] == [str(root / "private")]
 
     r = devbox(remapped, root, state, "down")
     no_traceback(r)
