@@ -239,8 +239,9 @@ def _save_traceback() -> str:
 
     path = Paths.from_env().error_log
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
+        from devbox.host.files import open_private
+
+        with open(open_private(path), "a", encoding="utf-8") as fh:
             fh.write(f"--- devbox {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
         return str(path)
     except OSError:

@@ -13,6 +13,7 @@ from devbox.doctor.context import Context, gather
 from devbox.doctor.render import doctor_report_json, render
 from devbox.doctor.runner import run_checks
 from devbox.errors import Exit, HostError
+from devbox.host import change
 from devbox.host.user import User, paths_for, refuse_root, resolve_user
 from devbox.remap.plan import apply_remap, plan_remap
 
@@ -53,6 +54,8 @@ def doctor_command(*, user: str | None, json_out: bool, fix: bool, verbose: bool
         if not json_out:
             render(ctx, results, False, title="devbox doctor (before --fix)")
             console.say("")
+        if change.recover(paths, change.restart_argv(paths, restart_cmd), progress=console.info):
+            ctx = gather(paths, target)  # what a killed devbox left is undone: plan from what is there now
         fixed = apply_fix(ctx, restart_cmd)
         ctx = gather(paths, target)
         results = run_checks(CHECKS, ctx)

@@ -136,17 +136,27 @@ def _remove_if_stale(lock: Path) -> bool:
         os.close(dirfd)  # closing releases the flock
 
 
-def makedirs_owned(directory: Path, owner: User | None) -> None:
-    """``mkdir -p``; with ``owner`` (root acting for a user), each directory it creates becomes theirs."""
+def private_dir(directory: Path, owner: User | None = None) -> Path:
+    """``mkdir -p`` for per-user state: each directory it creates is 0700 (and, with ``owner`` — root
+    acting for a user — theirs).  Directories that exist are left as they are."""
     missing = []
     d = directory
     while not d.exists():
         missing.append(d)
         d = d.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    if owner is not None:
-        for d in missing:
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+        os.chmod(d, 0o700)  # whatever the umask
+        if owner is not None:
             os.chown(d, owner.uid, owner.gid)
+    return directory
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT) -> int:
+    """A per-user state file opened (created 0600, in 0700 directories): its fd."""
+    private_dir(path.parent)
+    return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -105,6 +105,8 @@ def change_command(
     args = ["--apply", "--user", target.name] + (["--restart-cmd", restart_cmd] if restart_cmd else [])
     if not dry_run:
         _require_root(args)
+        # a change an earlier, killed devbox left half-done is put back before anything is read
+        change.recover(paths, change.restart_argv(paths, restart_cmd), progress=console.info)
     state = observe_host(paths, target, probe=True)
     if state.kernel.max_user_namespaces == 0 or not state.kernel.userns_supported:
         f = assess_kernel(state.kernel)

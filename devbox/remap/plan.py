@@ -170,10 +170,9 @@ def verify_live(paths: Paths, user: User) -> str | None:
 def apply_remap(paths: Paths, user: User, p: RemapPlan, restart_cmd: str | None,
                 progress: Callable[[str], None] = lambda _: None) -> str:
     """Carry out ``p`` (safely, see :func:`devbox.host.change.apply_changes`), prove it; the journal records it
-    for --revert.  A change an earlier, killed devbox left half-done is put back first."""
-    restart = change.restart_argv(paths, restart_cmd)
-    change.recover(paths, restart, progress=progress)
-    return change.apply_changes(paths, p.changes, restart, verify=lambda: verify_live(paths, user), op="apply",
-                                user=user.name, progress=progress)
+    for --revert.  The caller has run :func:`devbox.host.change.recover` before reading the state ``p`` is
+    made from: a change an earlier, killed devbox left half-done must be put back first."""
+    return change.apply_changes(paths, p.changes, change.restart_argv(paths, restart_cmd),
+                                verify=lambda: verify_live(paths, user), op="apply", user=user.name, progress=progress)
 
 

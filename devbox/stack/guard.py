@@ -17,7 +17,7 @@ from devbox.core.model import Project, RemapPolicy
 from devbox.engine import client as engine
 from devbox.errors import DevboxError, HostError
 from devbox.host import observe
-from devbox.host.files import write_atomic
+from devbox.host.files import private_dir, write_atomic
 from devbox.host.user import User
 from devbox.paths import Paths
 from devbox.remap.assess import FIX_APPLY
@@ -69,8 +69,9 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> Rema
     if failed:
         return RemapVerdict(False, f"{failed[0].title}: no — {failed[0].evidence[-1] if failed[0].evidence else ''}".rstrip(" —"))
     try:
+        private_dir(cache.parent)
         write_atomic(cache, (json.dumps({"key": key}) + "\n").encode(), mode=0o600)
-    except HostError:
+    except (HostError, OSError):
         pass  # only a cache: the next up probes again
     return RemapVerdict(True, "probe-verified")
 

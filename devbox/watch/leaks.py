@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from devbox.core.idmap import IdMap, parse_subid, predict_map, to_container
 from devbox.core.model import Service
-from devbox.host.files import write_atomic
+from devbox.host.files import open_private, write_atomic
 from devbox.host.user import User, refuse_root, resolve_user
 
 
@@ -309,8 +309,7 @@ class RecordLog:
     def _open(self) -> IO[str]:
         while True:
             if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
+                self._fh = open(open_private(self.path), "a", encoding="utf-8", errors="surrogateescape")
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_SH)
             try:
                 if os.path.samestat(os.fstat(self._fh.fileno()), os.stat(self.path)):

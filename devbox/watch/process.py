@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import console
 from devbox.errors import DevboxError
-from devbox.host.files import makedirs_owned, write_atomic
+from devbox.host.files import open_private, private_dir, write_atomic
 from devbox.host.user import User, acting_for_other, paths_for, resolve_user
 from devbox.paths import Paths
 from devbox.watch.leaks import watch_user
@@ -109,7 +109,7 @@ def _argv(profile: str) -> list[str]:
 
 
 def _write_pidfile(pidfile: Path, pid: int, owner: User | None) -> None:
-    write_atomic(pidfile, f"{pid}\n".encode(), mode=0o644)
+    write_atomic(pidfile, f"{pid}\n".encode(), mode=0o600)
     if owner is not None:
         os.chown(pidfile, owner.uid, owner.gid)
 
@@ -191,7 +191,7 @@ def launch(project: str, root: Path, profile: str, user: User, paths: Paths | No
     elif st.state == "crashed":
         console.warn(f"the ownership watcher (pid {st.pid}) had died; restarting it (its log: {st.log})")
     owner = user if acting_for_other(user) else None
-    makedirs_owned(st.log.parent, owner)
+    private_dir(st.log.parent, owner)
     read_end, write_end = os.pipe()
     env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -203,7 +203,7 @@ def launch(project: str, root: Path, profile: str, user: User, paths: Paths | No
         env.update(HOME=owner.home, USER=owner.name, LOGNAME=owner.name)
         as_user = {"user": owner.uid, "group": owner.gid, "extra_groups": os.getgrouplist(owner.name, owner.gid)}
     try:
-        with open(st.log, "ab") as log:
+        with open(open_private(st.log), "ab") as log:
             if owner is not None:
                 os.fchown(log.fileno(), owner.uid, owner.gid)
             log.write(f"--- devbox watcher starting {time.strftime('%Y-%m-%dT%H:%M:%S%z')} (profile {profile})\n".encode())

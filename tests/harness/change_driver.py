@@ -1,8 +1,10 @@
 """Run one host-change transaction on files in a directory, for the crash and race suites.
 
-    python change_driver.py DIR apply|revert|recover
+    python change_driver.py DIR apply|revert|recover [STATE]
 
-``DIR`` holds ``subuid``, ``subgid``, ``daemon.json`` and devbox's ``state``.
+``DIR`` holds ``subuid``, ``subgid`` and ``daemon.json`` (``/etc`` in an /etc
+sandbox, where a real ``usermod`` edits them too); devbox's state goes to
+``STATE`` (default ``DIR/state``).
 ``apply`` makes devbox's usual edit for user ``mino`` (uid 1500): its own
 line first, a subordinate range, the ``userns-remap`` key; ``revert`` undoes
 what the journal recorded; ``recover`` finishes what a killed run left.  The
@@ -27,8 +29,9 @@ USER, UID = "mino", 1500
 OWN, RANGE = f"{USER}:{UID}:1", f"{USER}:100000:65536"
 
 
-def paths_in(d: Path) -> Paths:
-    return Paths(subuid=d / "subuid", subgid=d / "subgid", daemon_json=d / "daemon.json", system_state=d / "state")
+def paths_in(d: Path, state: Path | None = None) -> Paths:
+    return Paths(subuid=d / "subuid", subgid=d / "subgid", daemon_json=d / "daemon.json",
+                 system_state=state or d / "state")
 
 
 def read(p: Path) -> str | None:
@@ -56,7 +59,7 @@ def apply_changes_for(paths: Paths) -> tuple[FileChange, ...]:
 
 def main() -> int:
     d, op = Path(sys.argv[1]), sys.argv[2]
-    paths = paths_in(d)
+    paths = paths_in(d, Path(sys.argv[3]) if len(sys.argv) > 3 else None)
     restart = [["true"]]
     try:
         if op == "recover":
