@@ -6,3 +6,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+# Hypothesis: a few thousand examples per fuzz target in the normal run; HYPOTHESIS_PROFILE=long
+# (a person's run, not CI's) tries fifty thousand.
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("default", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -348,6 +348,12 @@ def test_neither_image_nor_build(env: Env) -> None:
     assert env.error() == f"{path}:1: services.a needs 'image' or 'build'"
 
 
+def test_an_empty_service_table_is_a_config_error(env: Env) -> None:
+    """Found by the fuzz suite: `[services.a]` with nothing in it crashed with StopIteration (exit 3)."""
+    path = env.profile("empty", 'description = "x"\n[services.a]\n')
+    assert env.error() == f"{path}:2: services.a needs 'image' or 'build'"
+
+
 def test_unknown_build_context(env: Env) -> None:
     path = env.profile("ctx", '[services.a]\nbuild = { context = "pyhton" }\n')
     assert env.error() == f"{path}:2: services.a.build.context: no image 'pyhton' in {env.images} — did you mean 'python'?"

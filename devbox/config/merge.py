@@ -26,8 +26,11 @@ class Layered:
 
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     origin: dict[str, tuple[Source, KeyPath]] = dataclasses.field(default_factory=dict)
+    declared: tuple[Source, KeyPath] | None = None  # where the service's table first appears (it may be empty)
 
     def apply(self, src: Source, path: KeyPath, layer: Mapping[str, Any]) -> None:
+        if self.declared is None:
+            self.declared = (src, path)
         for key, value in layer.items():
             if key == "image":
                 self.data.pop("build", None)

@@ -253,8 +253,9 @@ def _image(lay: Layered, ctx: _Ctx, known_contexts: Sequence[str]) -> tuple[Buil
         return build, image_tag(build)
     if "image" in lay.data:
         return None, lay.data["image"]
-    src, path = next(iter(lay.origin.values()))
-    raise src.error(path[:-1], f"{format_path(path[:-1])} needs 'image' or 'build'")
+    assert lay.declared is not None  # every layered service came from a table
+    src, path = lay.declared
+    raise src.error(path, f"{format_path(path)} needs 'image' or 'build'")
 
 
 def _mounts(lay: Layered, pf: ProjectFile | None, ctx: _Ctx) -> tuple[Mount, ...]:
