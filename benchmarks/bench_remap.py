@@ -19,9 +19,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from timing import p90, timed  # noqa: E402
 
+from harness.ids import free_id  # noqa: E402
 from harness.sandbox import EtcSandbox  # noqa: E402
 
-USER, UID = "devbox-bench", 1600
+USER, UID = "devbox-bench", free_id(1600)  # an id the machine has not given anyone
 
 
 def main() -> None:

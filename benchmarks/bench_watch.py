@@ -299,11 +299,12 @@ def bench_container(base: Path, quick: bool) -> dict[str, Any]:
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from devbox.watch.leaks import load_attribution
+    from harness.ids import free_id
     from harness.images import import_base_images
     from harness.sandbox import EtcSandbox
 
     n = 200 if quick else 1000
-    name, uid, first = "devbox-bench", 1600, 300000
+    name, uid, first = "devbox-bench", free_id(1600), 300000
     root = base / "container"
     for d in range(10):
         (root / f"d{d}").mkdir(parents=True)

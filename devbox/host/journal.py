@@ -136,6 +136,14 @@ def pending(paths: Paths) -> dict[str, Any] | None:
     return Journal.load(paths.remap_journal).pending
 
 
+def pending_if_readable(paths: Paths) -> dict[str, Any] | None:
+    """For read-only checks run by anyone: the journal is root's (0600), so an ordinary user sees nothing."""
+    try:
+        return pending(paths)
+    except HostError:
+        return None
+
+
 def finish(paths: Paths) -> None:
     """The change in progress is done: an apply joins ``applies``; a revert retires the journal."""
     journal = Journal.load(paths.remap_journal)

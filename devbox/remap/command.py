@@ -32,7 +32,7 @@ def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: boo
     if not probe:
         findings = [f for f in findings if not f.id.startswith("probe.")]
     status = worst(findings)
-    unfinished = journal.pending(paths)
+    unfinished = journal.pending_if_readable(paths)
     if json_out:
         report = remap_report_json(state, findings)
         report["unfinished"] = None if unfinished is None else {

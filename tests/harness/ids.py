@@ -47,6 +47,14 @@ def _pick(names: tuple[str, ...]) -> dict[str, int]:
     return chosen
 
 
+def free_id(start: int = 1600) -> int:
+    """The first id from ``start`` that is free as a uid and as a gid (for a benchmark's own account)."""
+    taken = _taken()
+    while start in taken:
+        start += 1
+    return start
+
+
 _IDS = _pick((TEST_USER, OTHER_USER))
 TEST_UID = _IDS[TEST_USER]
 OTHER_UID = _IDS[OTHER_USER]
