@@ -236,5 +236,5 @@ def test_pending_is_shown_as_json_ready_data(host: Path, tmp_path: Path) -> None
     assert r.returncode == -signal.SIGKILL
     entry = journal.pending(paths)
     assert entry is not None and entry["op"] == "apply"
-    assert change.describe_pending(entry).startswith("an earlier `devbox remap --apply` (backup ")
+    assert journal.describe_pending(entry).startswith("an earlier `devbox remap --apply` (backup ")
     json.dumps(entry)  # it is what `devbox remap --json` reports under "unfinished"

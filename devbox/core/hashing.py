@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
-from devbox.core.model import Build, Service
+if TYPE_CHECKING:  # only types: sha256_hex is on the remap's fast path, which needs no model
+    from devbox.core.model import Build, Service
 
 HASH_VERSION = "devbox-config-v1"
 

@@ -312,12 +312,6 @@ def _sweep_debris(paths: Paths) -> None:
 
 
 
-def describe_pending(entry: dict[str, Any]) -> str:
-    what = {"writing": "while writing the files", "restarting": "while restarting dockerd",
-            "rolling-back": "while rolling back"}.get(str(entry.get("state")), f"at {entry.get('state')}")
-    return f"an earlier `devbox remap --{entry.get('op', 'apply')}` (backup {entry.get('stamp')}) was interrupted {what}"
-
-
 def recover(paths: Paths, restart_commands: list[list[str]], *, timeout: float = 60,
             progress: Callable[[str], None] = lambda _: None) -> bool:
     """Finish what a killed devbox left: every file back as before that change, dockerd restarted if it
@@ -327,7 +321,7 @@ def recover(paths: Paths, restart_commands: list[list[str]], *, timeout: float =
         entry = journal.pending(paths)
         if entry is None:
             return False
-        progress(describe_pending(entry) + "; putting the files back as they were before it")
+        progress(journal.describe_pending(entry) + "; putting the files back as they were before it")
         with _signals_ignored():
             if entry.get("state") == "restarting":
                 journal.advance(paths, "rolling-back")

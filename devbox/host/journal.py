@@ -136,6 +136,12 @@ def pending(paths: Paths) -> dict[str, Any] | None:
     return Journal.load(paths.remap_journal).pending
 
 
+def describe_pending(entry: dict[str, Any]) -> str:
+    what = {"writing": "while writing the files", "restarting": "while restarting dockerd",
+            "rolling-back": "while rolling back"}.get(str(entry.get("state")), f"at {entry.get('state')}")
+    return f"an earlier `devbox remap --{entry.get('op', 'apply')}` (backup {entry.get('stamp')}) was interrupted {what}"
+
+
 def pending_if_readable(paths: Paths) -> dict[str, Any] | None:
     """For read-only checks run by anyone: the journal is root's (0600), so an ordinary user sees nothing."""
     try:

@@ -11,11 +11,12 @@ from devbox import console
 from devbox.core.findings import Finding, worst
 from devbox.core.idmap import map_rows
 from devbox.errors import ConfigError, DevboxError, Exit, HostError
-from devbox.host import change, journal
 from devbox.host.user import User, refuse_root, resolve_user
 from devbox.paths import Paths
 from devbox.remap.assess import FIX_APPLY, HostState, assess, assess_kernel, observe_host
-from devbox.remap.plan import apply_remap, plan_remap
+
+# The check (the common, timed path: benchmarks/bench_remap.py) imports only what it reads;
+# devbox.host.change, devbox.host.journal and devbox.remap.plan are imported by --apply and --revert.
 
 
 def remap_target(name: str | None) -> User:
@@ -32,7 +33,11 @@ def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: boo
     if not probe:
         findings = [f for f in findings if not f.id.startswith("probe.")]
     status = worst(findings)
-    unfinished = journal.pending_if_readable(paths)
+    unfinished = None
+    if paths.remap_journal.exists():
+        from devbox.host import journal
+
+        unfinished = journal.pending_if_readable(paths)
     if json_out:
         report = remap_report_json(state, findings)
         report["unfinished"] = None if unfinished is None else {
@@ -43,7 +48,7 @@ def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: boo
     else:
         render_report(state, findings, verbose)
     if unfinished is not None:
-        console.warn(f"{change.describe_pending(unfinished)}; `sudo devbox remap --apply` (or --revert) puts "
+        console.warn(f"{journal.describe_pending(unfinished)}; `sudo devbox remap --apply` (or --revert) puts "
                      "its files back first, then carries on")
         return Exit.PROBLEMS
     return Exit.PROBLEMS if status == "fail" else Exit.OK
@@ -98,6 +103,9 @@ def _require_root(args: list[str]) -> None:
 def change_command(
     *, revert: bool, user: str | None, dry_run: bool, yes: bool, restart_cmd: str | None, json_out: bool,
 ) -> Exit:
+    from devbox.host import change
+    from devbox.remap.plan import apply_remap, plan_remap
+
     paths = Paths.from_env()
     if revert:
         return _revert_command(paths, dry_run=dry_run, yes=yes, restart_cmd=restart_cmd, json_out=json_out)
@@ -149,6 +157,8 @@ def change_command(
 
 
 def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str | None, json_out: bool) -> Exit:
+    from devbox.host import change, journal
+
     if not dry_run:
         _require_root(["--revert"] + (["--restart-cmd", restart_cmd] if restart_cmd else []))
     restart = change.restart_argv(paths, restart_cmd)
