@@ -6,6 +6,10 @@ import errno
 import json
 import os
 import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +166,76 @@ def test_fast_api_without_permission_is_permission(server: Path) -> None:
     os.waitpid(pid, 0)
     with os.fdopen(r, "rb") as fh:
         assert fh.read() == b"permission"
+
+
+# --- a daemon that accepts and never answers ------------------------------------------
+
+
+@pytest.fixture
+def hung(tmp_path: Path) -> Iterator[Path]:
+    """A socket that accepts every connection and never says a word (a wedged dockerd)."""
+    path = tmp_path / "hung.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield path
+    stop.set()
+    t.join()
+    for s in held:
+        s.close()
+    srv.close()
+
+
+def test_a_hung_daemon_times_out_naming_the_request(hung: Path) -> None:
+    api = Api(str(hung), 1.0)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as raised:
+        api.info()
+    assert time.monotonic() - started < 5
+    assert raised.value.kind is EngineErrorKind.TIMEOUT
+    assert raised.value.message == f"the Docker daemon at unix://{hung} did not answer GET /info within 1 s"
+
+
+def test_the_sdk_client_times_out_too(hung: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{hung}")
+    monkeypatch.setenv("DEVBOX_ENGINE_TIMEOUT", "1")
+    from devbox.engine.client import connect
+
+    started = time.monotonic()
+    with pytest.raises(EngineError) as raised:
+        connect()
+    assert time.monotonic() - started < 8
+    assert raised.value.kind is EngineErrorKind.TIMEOUT
+    assert raised.value.message == f"the Docker daemon at unix://{hung} did not answer GET /version within 1 s"
+
+
+def test_commands_on_a_hung_daemon_end_in_one_line(hung: Path, tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "devbox.toml").write_text('name = "p"\n')
+    env = {**os.environ, "DOCKER_HOST": f"unix://{hung}", "DEVBOX_ENGINE_TIMEOUT": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "DEVBOX_STATE_DIR": str(tmp_path / "st")}
+    r = subprocess.run([sys.executable, "-m", "devbox", "up", "-d"], cwd=project, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, f"devbox: error: the Docker daemon at unix://{hung} did not answer GET "
+                                           "/version within 1 s — it accepts connections but does not reply: check "
+                                           "`docker info` and the daemon's log; DEVBOX_ENGINE_TIMEOUT sets how long "
+                                           "devbox waits\n")
+    r = subprocess.run([sys.executable, "-m", "devbox", "remap", "--json", "--no-probe", "--user", "nobody"],
+                       cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    live = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["daemon.live"]
+    assert live["status"] == "fail"
+    assert live["evidence"][0].startswith(f"the Docker daemon at unix://{hung} did not answer GET /_ping within 1 s")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox.core.model import LABEL_PROFILE, LABEL_PROJECT, Project
 from devbox.engine.client import connect, fast_api, inspect_engine
-from devbox.engine.errors import DEFAULT_HOST, call, socket_path
+from devbox.engine.errors import DEFAULT_HOST, call, socket_path, timeout_s
 from devbox.errors import ConfigError, DevboxError, EngineError
 from devbox.host.user import User
 from devbox.paths import Paths
@@ -167,7 +167,7 @@ def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = N
     probe_result = None
     probe_error = None
     try:
-        client = connect(timeout=60)
+        client = connect(timeout=timeout_s(60))
         info = inspect_engine(client)
         facts = _engine_facts(client)
     except EngineError as exc:

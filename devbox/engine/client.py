@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from devbox.engine.errors import call, describe_host, socket_path
+from devbox.engine.errors import call, describe_host, socket_path, timeout_s
 from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
 
@@ -30,17 +30,20 @@ MIN_API_VERSION = (1, 40)
 # --- clients ---------------------------------------------------------------------
 
 
-def connect(timeout: int = 120) -> docker.DockerClient:
-    """A Docker SDK client for DOCKER_HOST (or the default socket) that has answered a ping."""
+def connect(timeout: float | None = None) -> docker.DockerClient:
+    """A Docker SDK client for DOCKER_HOST (or the default socket) that has answered a ping.
+
+    Every request it makes times out after ``timeout`` seconds (default 120, or ``DEVBOX_ENGINE_TIMEOUT``)."""
     import docker
 
     host = describe_host()
-    client = call(lambda: docker.from_env(timeout=timeout), host)
-    call(client.ping, host)
+    seconds = timeout_s(120) if timeout is None else timeout
+    client = call(lambda: docker.from_env(timeout=int(max(1, seconds))), host, "GET /version", seconds)
+    call(client.ping, host, "GET /_ping", seconds)
     return client
 
 
-def fast_api(timeout: float = 60) -> Api:
+def fast_api(timeout: float | None = None) -> Api:
     """The stdlib client (:mod:`devbox.engine.fastapi`) for a local unix-socket engine, pinged."""
     from devbox.engine.fastapi import Api
 
@@ -51,7 +54,7 @@ def fast_api(timeout: float = 60) -> Api:
             f"DOCKER_HOST={host} is not a local unix socket: a remote engine cannot bind-mount this host's files",
             kind=Kind.REMOTE, hint="run devbox on the engine's host, or point DOCKER_HOST at a local socket",
         )
-    api = Api(sock, timeout, host=host)
+    api = Api(sock, timeout_s(60) if timeout is None else timeout, host=host)
     api.ping()
     return api
 

@@ -21,6 +21,16 @@ T = TypeVar("T")
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
+def timeout_s(default: float) -> float:
+    """How long one engine request may take: ``DEVBOX_ENGINE_TIMEOUT`` seconds, else ``default``.
+    A daemon that accepts and never answers then costs that long, not forever."""
+    try:
+        value = float(os.environ.get("DEVBOX_ENGINE_TIMEOUT") or default)
+    except ValueError:
+        return default
+    return value if 0 < value < 86400 else default
+
+
 def describe_host() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
 
@@ -75,13 +85,17 @@ def kind_of_status(status: int) -> Kind:
     return _STATUS_KIND.get(status, Kind.SERVER)
 
 
-def from_os_error(exc: BaseException, host: str | None = None) -> EngineError:
-    """A connection-level failure (no HTTP answer) as one line naming the socket and what to do."""
+def from_os_error(exc: BaseException, host: str | None = None, what: str | None = None,
+                  timeout: float | None = None) -> EngineError:
+    """A connection-level failure (no HTTP answer) as one line naming the socket, the request and what to do."""
     host = host or describe_host()
     sock = socket_path(host) or host
     if _is_timeout(exc):
-        return EngineError(f"the Docker daemon at {host} did not answer in time", kind=Kind.TIMEOUT,
-                           hint="check `docker info`")
+        request = f" {what}" if what else ""
+        within = f" within {timeout:g} s" if timeout else " in time"
+        return EngineError(f"the Docker daemon at {host} did not answer{request}{within}", kind=Kind.TIMEOUT,
+                           hint="it accepts connections but does not reply: check `docker info` and the daemon's "
+                                "log; DEVBOX_ENGINE_TIMEOUT sets how long devbox waits")
     os_error = root_os_error(exc)
     code = os_error.errno if os_error is not None else None
     if code in (errno.EACCES, errno.EPERM):
@@ -109,7 +123,8 @@ def from_status(status: int, explanation: str, what: str = "") -> EngineError:
     return EngineError(f"{prefix}{explanation}".strip(), kind=kind_of_status(status), status=status)
 
 
-def translate(exc: BaseException, host: str | None = None) -> EngineError:
+def translate(exc: BaseException, host: str | None = None, what: str | None = None,
+              timeout: float | None = None) -> EngineError:
     """Any docker SDK / requests / OS exception as a typed :class:`EngineError`."""
     import docker.errors
 
@@ -120,15 +135,15 @@ def translate(exc: BaseException, host: str | None = None) -> EngineError:
                            hint="upgrade the engine (Docker 19.03 or newer)")
     if isinstance(exc, docker.errors.APIError) and exc.response is not None:
         return from_status(int(exc.response.status_code), str(exc.explanation or exc))
-    return from_os_error(exc, host)
+    return from_os_error(exc, host, what, timeout)
 
 
-def call(fn: Callable[[], T], host: str | None = None) -> T:
-    """Run one Docker SDK call, translating its errors."""
+def call(fn: Callable[[], T], host: str | None = None, what: str | None = None, timeout: float | None = None) -> T:
+    """Run one Docker SDK call, translating its errors (``what``: the request, named if it times out)."""
     import docker.errors
     import requests.exceptions
 
     try:
         return fn()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise translate(exc, host) from None
+        raise translate(exc, host, what, timeout) from None

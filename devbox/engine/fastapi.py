@@ -40,6 +40,7 @@ class Api:
 
     def __init__(self, socket_path: str, timeout: float = 60, host: str | None = None) -> None:
         self.socket_path = socket_path
+        self.timeout = timeout
         self.host = host or f"unix://{socket_path}"
         self._conn = _UnixConnection(socket_path, timeout)
 
@@ -68,10 +69,10 @@ class Api:
                 # a kept-alive connection the daemon closed: reconnect once
                 self._conn.close()
                 if attempt == 2:
-                    raise from_os_error(exc, self.host) from None
+                    raise from_os_error(exc, self.host, f"{method} {path}", self.timeout) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._conn.close()
-                raise from_os_error(exc, self.host) from None
+                raise from_os_error(exc, self.host, f"{method} {path}", self.timeout) from None
         raise AssertionError("unreachable")
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
