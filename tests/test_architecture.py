@@ -2,7 +2,7 @@
 
 Layers, from the ground up (README "Layout"):
 
-    0  core/ errors paths console     pure logic and the ground everything stands on
+    0  core/ errors paths console faults   pure logic and the ground everything stands on
     1  engine/                        the engine boundary
     2  host/                          who the user is, reading and editing the host
     3  config/  remap/                devbox.toml -> model; the host remap
@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "devbox.errors": 0,
     "devbox.paths": 0,
     "devbox.console": 0,
+    "devbox.faults": 0,
     "devbox": 0,  # the package's own __init__ (version only)
     "devbox.engine": 1,
     "devbox.host": 2,

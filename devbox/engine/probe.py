@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from devbox.core.idmap import IdMap, parse_proc_map
 from devbox.engine import hostimage
 from devbox.errors import EngineError
+from devbox.faults import point
 
 if TYPE_CHECKING:
     from devbox.engine.fastapi import Api
@@ -111,6 +112,7 @@ def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> 
         container = api.create_container(spec)
         cid = container
         api.start(cid)
+        point("probe-started")
         ready = Path(workdir, "ready")
         deadline = time.monotonic() + timeout
         delay = 0.002

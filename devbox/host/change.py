@@ -40,8 +40,8 @@ from typing import Any
 
 from devbox.core.hashing import sha256_hex
 from devbox.errors import DevboxError, Exit, HostError, RollbackError
+from devbox.faults import point
 from devbox.host import files, journal
-from devbox.host.faults import point
 from devbox.host.journal import FileChange, json_indent
 from devbox.paths import Paths
 
@@ -249,12 +249,13 @@ def apply_changes(
                     _write(change)
                     progress(f"{'removed' if change.delete else 'wrote'} {change.path} "
                              f"(backup in {paths.remap_backups / stamp})")
-            except DevboxError:
+            except DevboxError as exc:
                 # a write failed half-way (disk full, read-only): take back what was written, still locked
                 with _signals_ignored():
                     _undo_records(_pending_files(paths), progress)
                     journal.abandon(paths)
-                raise
+                raise HostError(f"{exc.message}; nothing was changed (what had been written is put back)",
+                                where=exc.where, hint=exc.hint) from None
             journal.advance(paths, "restarting")
         progress("restarting dockerd: " + " && ".join(shlex.join(a) for a in restart_commands))
         interrupted: int | None = None

@@ -12,7 +12,7 @@
   fsync the directory.
 * Backup: the exact previous bytes, timestamped, in devbox's state directory.
 
-Every step that changes the disk passes a :func:`devbox.host.faults.point`,
+Every step that changes the disk passes a :func:`devbox.faults.point`,
 where the crash suite kills devbox to prove that nothing is ever torn.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import os
 import tempfile
@@ -29,12 +30,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devbox.errors import HostError
-from devbox.host.faults import point
+from devbox.faults import point
 
 if TYPE_CHECKING:
     from devbox.host.user import User
 
 LOCK_TRIES = 15
+
+
+def why_not_writable(exc: OSError, directory: Path) -> str:
+    """What to do when a write in ``directory`` failed, by its errno."""
+    if exc.errno == errno.EROFS:
+        return f"{directory} is on a read-only filesystem: remount it read-write, or change the image it comes from"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the filesystem holding {directory} is full: free some space (df -h {directory})"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "run with sudo" if os.geteuid() != 0 else f"check who may write to {directory} (ls -ld {directory})"
+    return f"check {directory} (ls -ld {directory}; df -h {directory})"
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,13 +66,15 @@ def locked(path: Path, tries: int = LOCK_TRIES, delay: float = 1.0) -> Iterator[
     mine = path.with_name(f"{path.name}.{os.getpid()}")
     try:
         fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, f"{os.getpid()}\0".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise HostError(f"cannot create lock file {mine}: {exc.strerror}", hint="run with sudo") from None
-    try:
-        os.write(fd, f"{os.getpid()}\0".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(mine)
+        raise HostError(f"cannot create lock file {mine}: {exc.strerror}", hint=why_not_writable(exc, path.parent)) from None
     try:
         for attempt in range(tries):
             try:
@@ -191,7 +205,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise HostError(f"cannot write {path}: {exc.strerror}", hint=f"check who may write to {path.parent} (ls -ld)") from None
+        raise HostError(f"cannot write {path}: {exc.strerror}", hint=why_not_writable(exc, path.parent)) from None
     dirfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dirfd)

@@ -23,8 +23,8 @@ from typing import Any
 
 from devbox.core.hashing import sha256_hex
 from devbox.errors import HostError
+from devbox.faults import point
 from devbox.host import files
-from devbox.host.faults import point
 from devbox.host.observe import read_text
 from devbox.paths import Paths
 

@@ -5,7 +5,7 @@ The daemon is started remapped to the test user; then /etc/subuid and
 had edited them since.  `remap --apply` puts them right (with ``--restart-cmd
 true``: the running daemon already is what the files will say, so the probe
 proves it without a real restart).  Each run is SIGKILLed at the Nth fault
-point (``DEVBOX_FAULT_POINT``, devbox/host/faults.py); afterwards each of the
+point (``DEVBOX_FAULT_POINT``, devbox/faults.py); afterwards each of the
 three files is byte-identical to its old or its new content, ``devbox remap``
 says an earlier run was interrupted, and the next run converges.
 """
