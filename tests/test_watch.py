@@ -368,18 +368,56 @@ def test_fix_runs_helper_for_mapped_ids_and_prints_root_command(tmp_path: Path) 
     leaks.append(attr.classify(str(tmp_path / "vanished"), LEAK_UID, LEAK_UID))
     calls = []
 
-    def helper(paths):  # stands in for the helper container: container root = the user
-        calls.append(list(paths))
+    def helper(pairs):  # stands in for the helper container: container root = the user
+        calls.append(list(pairs))
         os.chown(mapped, 0, 0)
 
     plan = plan_fix(leaks, user)
     assert [lk.path for lk in plan.needs_root] == [str(foreign)]
-    result = fix(leaks, user, helper)
-    assert calls == [[str(mapped), str(stubborn), str(tmp_path / "vanished")]]
+    result = fix(leaks, user, [str(tmp_path)], helper)
+    assert calls == [[(str(tmp_path), str(mapped)), (str(tmp_path), str(stubborn))]]  # the vanished one is not tried
     assert result.fixed == (str(mapped),)
     assert result.failed == (str(stubborn),)
     assert result.vanished == (str(tmp_path / "vanished"),)
-    assert result.root_command == f"sudo chown -h 0:0 -- {foreign}"
+    assert result.needs_root == (str(foreign),)
+    assert result.root_command == "sudo devbox leaks --fix"  # devbox as root, never a bare `sudo chown PATH`
+
+
+def test_fix_never_reaches_through_a_link_planted_since(tmp_path: Path) -> None:
+    """A recorded leak whose directory a container has since swapped for a link to elsewhere: skipped, untouched."""
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    (work / "a").mkdir(parents=True)
+    outside.mkdir()
+    victim = touch(outside / "leak", LEAK_UID)
+    user = HostUser("me", 0, 0)
+    attr = Attribution(user=user, uid_map=ROOT_MAP, gid_map=ROOT_MAP, accounts={0: "root"})
+    recorded = attr.classify(str(work / "a" / "leak"), LEAK_UID, LEAK_UID)  # what the stale records say
+    (work / "a").rmdir()
+    (work / "a").symlink_to(outside)  # the swap
+    tried = []
+    for as_root in (True, False):
+        result = fix([recorded], user, [str(work)], lambda pairs: tried.append(pairs), as_root=as_root)
+        assert result.skipped == ((str(work / "a" / "leak"), f"{work}/a is a symbolic link now"),)
+        assert result.fixed == result.failed == ()
+    assert tried == []
+    assert os.lstat(victim).st_uid == LEAK_UID  # nothing outside changed owner
+
+
+def test_fix_as_root_chowns_beneath_the_work_dir(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "d").mkdir(parents=True)
+    leak = touch(work / "d" / "f", LEAK_UID)
+    link = work / "d" / "l"
+    link.symlink_to("/etc/hostname")  # a leaked link: the link itself is given back, never its target
+    os.lchown(link, LEAK_UID, LEAK_UID)
+    me = HostUser("me", 4242, 4242)
+    attr = Attribution(user=me, uid_map=ROOT_MAP, gid_map=ROOT_MAP)
+    before = os.stat("/etc/hostname")
+    leaks = [attr.classify(str(p), LEAK_UID, LEAK_UID) for p in (leak, link)]
+    result = fix(leaks, me, [str(work)], lambda pairs: None, as_root=True)
+    assert sorted(result.fixed) == sorted([str(leak), str(link)])
+    assert (os.lstat(leak).st_uid, os.lstat(link).st_uid) == (4242, 4242)
+    assert os.stat("/etc/hostname").st_uid == before.st_uid
 
 
 # --- ignore, outermost -----------------------------------------------------------------

@@ -21,24 +21,24 @@ from devbox.watch import fixhelper
 from devbox.watch import process as watcher_proc
 
 
-def test_mount_plan_collapses_parents_and_keeps_entries_unmounted() -> None:
-    mounts, inside = fixhelper.mount_plan(["/p/a/b/f", "/p/a/g", "/p/a/b", "/q/x", "/p/a"])
+def test_mount_plan_mounts_the_work_dirs_only_and_keeps_entries_unmounted() -> None:
+    mounts, inside = fixhelper.mount_plan([("/p", "/p/a/b/f"), ("/p", "/p/a/g"), ("/q", "/q/x"), ("/p", "/p/a")])
     assert mounts == {"/p": "/fix/0", "/q": "/fix/1"}
-    assert inside == ["/fix/0/a/b/f", "/fix/0/a/g", "/fix/0/a/b", "/fix/1/x", "/fix/0/a"]
+    assert inside == ["/fix/0/a/b/f", "/fix/0/a/g", "/fix/1/x", "/fix/0/a"]
 
 
 def test_mount_plan_sibling_prefix_is_not_a_parent() -> None:
-    mounts, inside = fixhelper.mount_plan(["/p/ab/f", "/p/a/f"])
-    assert mounts == {"/p/a": "/fix/0", "/p/ab": "/fix/1"}
-    assert inside == ["/fix/1/f", "/fix/0/f"]
+    mounts, inside = fixhelper.mount_plan([("/p/ab", "/p/ab/f"), ("/p/a", "/p/a/f")])
+    assert mounts == {"/p/ab": "/fix/0", "/p/a": "/fix/1"}
+    assert inside == ["/fix/0/f", "/fix/1/f"]
 
 
 def test_batches_stay_under_the_argument_budget() -> None:
-    paths = [f"/work/{'x' * 200}/{i}" for i in range(2000)]
-    batches = fixhelper._batches(paths)
-    assert [p for b in batches for p in b] == paths
+    pairs = [("/work", f"/work/{'x' * 200}/{i}") for i in range(2000)]
+    batches = fixhelper._batches(pairs)
+    assert [p for b in batches for p in b] == pairs
     assert len(batches) > 1
-    assert all(sum(len(p) + 1 for p in b) <= fixhelper.ARGS_BUDGET for b in batches)
+    assert all(sum(len(p) + 1 for _, p in b) <= fixhelper.ARGS_BUDGET for b in batches)
 
 
 def test_helper_image_is_deterministic_and_holds_chown() -> None:

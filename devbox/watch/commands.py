@@ -107,26 +107,29 @@ class FixOutcome:
     engine_refused: str | None  # why mapped paths were not handed to a helper container
 
 
-def fix_leaks(leaks: Sequence[Leak], user: HostUser) -> FixOutcome:
-    """Chown what a helper container can (after checking the engine maps root to ``user``), verify with lstat."""
+def fix_leaks(leaks: Sequence[Leak], user: HostUser, roots: Sequence[str]) -> FixOutcome:
+    """Give leaks back without ever reaching outside ``roots`` (:mod:`devbox.watch.contain`): as root
+    devbox chowns them itself; otherwise a helper container does what it can (once the engine proves
+    container root maps to ``user``) and the rest is left for ``sudo devbox leaks --fix``."""
     import shlex
 
     from devbox.engine.client import fast_api
     from devbox.watch import fixhelper
-    from devbox.watch.leaks import FixResult, chown_command, fix, plan_fix
+    from devbox.watch.leaks import ROOT_FIX_COMMAND, FixResult, fix, plan_fix
 
+    if os.geteuid() == 0:
+        return FixOutcome(fix(leaks, user, roots, lambda pairs: None, as_root=True), None)
     plan = plan_fix(leaks, user)
     if not plan.by_helper:
-        return FixOutcome(fix(leaks, user, lambda paths: None), None)
+        return FixOutcome(fix(leaks, user, roots, lambda pairs: None), None)
     api = fast_api()
     try:
         fit = fixhelper.engine_fit(api, user)
         if not fit.ok:
-            # The same command on this engine would give the files to real root: only sudo can help.
+            # The same command on this engine would give the files to real root: only root can help.
             every = sorted(leak.path for leak in leaks)
-            command = shlex.join(chown_command(user, every))
-            return FixOutcome(FixResult((), (), (), tuple(every), command), fit.reason)
-        return FixOutcome(fix(leaks, user, lambda paths: fixhelper.run_helper(api, paths)), None)
+            return FixOutcome(FixResult((), (), (), tuple(every), shlex.join(ROOT_FIX_COMMAND)), fit.reason)
+        return FixOutcome(fix(leaks, user, roots, lambda pairs: fixhelper.run_helper(api, pairs)), None)
     finally:
         api.close()
 
@@ -137,14 +140,16 @@ def report_fix(outcome: FixOutcome, shown: Any, *, say: Callable[[str], None] = 
     if outcome.engine_refused:
         console.warn(f"no helper container: {outcome.engine_refused}, so it would chown to real root")
     if r.fixed:
-        say(f"fixed {len(r.fixed):,} path(s): yours again (verified with lstat)")
+        say(f"fixed {len(r.fixed):,} path(s): yours again (verified beneath the work dir)")
+    for p, why in r.skipped:
+        console.warn(f"{shown(p)}: skipped, not touched: {why} (a fix never reaches outside the work dir)")
     for p in r.failed:
         console.warn(f"{shown(p)}: still not yours after the helper container ran")
     if r.needs_root:
         why = "the engine cannot help" if outcome.engine_refused else "owned by ids not mapped into the containers (real root, other accounts)"
         say(f"{len(r.needs_root):,} path(s) need root ({why}); run:")
-        say(r.root_command)
-    return not r.failed and not r.needs_root
+        say(r.root_command + "   (devbox, as root, chowns them beneath the work dir only)")
+    return not r.failed and not r.needs_root and not r.skipped
 
 
 def _record_fixed(records: Path | None, leaks: Sequence[Leak], result: FixResult) -> None:
@@ -185,6 +190,7 @@ def current_leaks(t: Target) -> tuple[list[Leak], str, list[str]]:
     it last saw, re-checked).  Without it the records may have missed things: a fresh scan (first-seen times
     kept from the records)."""
     from devbox.watch import process
+    from devbox.watch.contain import Escape, lstat_beneath, root_of
     from devbox.watch.leaks import from_iso, latest_records, load_records, load_unreadable
     from devbox.watch.scan import scan
 
@@ -194,9 +200,13 @@ def current_leaks(t: Target) -> tuple[list[Leak], str, list[str]]:
     if records is not None and live:
         found = []
         for rec in load_records(records, under=t.roots):
+            root = root_of(rec["path"], t.roots)
             try:
-                st = os.lstat(rec["path"])
-            except OSError:
+                # never through a link a container planted since: beneath the work dir, or gone
+                st = lstat_beneath(root, rec["path"]) if root is not None else None
+            except (Escape, OSError):
+                st = None
+            if st is None:
                 continue  # gone since
             found.append((rec["path"], st.st_uid, st.st_gid, _stat.S_ISDIR(st.st_mode)))
         prefixes = tuple(r.rstrip("/") + "/" for r in t.roots)
@@ -231,7 +241,7 @@ def leaks_command(*, json_out: bool, do_fix: bool, start: Path | None = None) ->
         if not leaks:
             console.info(f"no leaked files (from {source})")
             return Exit.OK
-        outcome = fix_leaks(leaks, t.user)
+        outcome = fix_leaks(leaks, t.user, t.roots)
         _record_fixed(t.records, leaks, outcome.result)
         return Exit.OK if report_fix(outcome, shown) else Exit.PROBLEMS
     if json_out:
@@ -279,7 +289,7 @@ class _AutoFixer:
     def run(self) -> None:
         leaks, self.pending = list(self.pending.values()), {}
         try:
-            outcome = fix_leaks(leaks, self.t.user)
+            outcome = fix_leaks(leaks, self.t.user, self.t.roots)
         except DevboxError as exc:
             console.warn(f"--fix: {exc.one_line()}")
             return

@@ -11,7 +11,6 @@ command would hand the files to real root.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -58,47 +57,38 @@ def engine_fit(api: Api, user: HostUser) -> RootVerdict:
 # --- running it ---------------------------------------------------------------------
 
 
-def mount_plan(paths: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """Bind mounts (host dir -> container dir) covering every path's parent, and the paths as the container sees them.
+def mount_plan(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Bind mounts (work dir -> /fix/N) and the paths as the container sees them.
 
-    Parents are collapsed to the outermost ones, so a burst under one directory
-    is one mount.  The paths themselves are never mounted: chown -h must act on
-    the entry, not on what a bind mount would resolve it to.
+    Only the work dirs are mounted (non-recursively): inside the helper no
+    symbolic link can lead anywhere but into them or into the helper's own
+    throwaway root filesystem (:mod:`devbox.watch.contain`).  The paths
+    themselves are never mounted: ``chown -h`` must act on the entry.
     """
-    parents = sorted({os.path.dirname(os.path.abspath(p)) or "/" for p in paths})
-    outer: list[str] = []
-    for d in parents:
-        if outer and (d == outer[-1] or d.startswith(outer[-1].rstrip("/") + "/")):
-            continue
-        outer.append(d)
-    mounts = {d: f"/fix/{i}" for i, d in enumerate(outer)}
+    mounts: dict[str, str] = {}
     inside: list[str] = []
-    for p in paths:
-        p = os.path.abspath(p)
-        for d, target in mounts.items():
-            prefix = d.rstrip("/") + "/"
-            if p.startswith(prefix):
-                inside.append(target + "/" + p[len(prefix):])
-                break
+    for root, path in pairs:
+        target = mounts.setdefault(root, f"/fix/{len(mounts)}")
+        inside.append(target + "/" + path[len(root.rstrip("/")) + 1:])
     return mounts, inside
 
 
-def _batches(paths: Sequence[str]) -> list[list[str]]:
-    out: list[list[str]] = [[]]
+def _batches(pairs: Sequence[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = [[]]
     size = 0
-    for p in paths:
-        if out[-1] and size + len(p) + 1 > ARGS_BUDGET:
+    for pair in pairs:
+        if out[-1] and size + len(pair[1]) + 1 > ARGS_BUDGET:
             out.append([])
             size = 0
-        out[-1].append(p)
-        size += len(p) + 1
+        out[-1].append(pair)
+        size += len(pair[1]) + 1
     return [b for b in out if b]
 
 
-def run_helper(api: Api, paths: Sequence[str]) -> None:
-    """``chown -h 0:0 -- PATHS`` as container root in throwaway containers (PATHS are host paths)."""
+def run_helper(api: Api, pairs: Sequence[tuple[str, str]]) -> None:
+    """``chown -h 0:0 -- PATHS`` as container root in throwaway containers; ``pairs`` are (work dir, host path)."""
     image = ensure_helper_image(api)
-    for batch in _batches(paths):
+    for batch in _batches(pairs):
         mounts, inside = mount_plan(batch)
         spec = {
             "Image": image,
@@ -106,18 +96,22 @@ def run_helper(api: Api, paths: Sequence[str]) -> None:
             "User": "0:0",
             "NetworkDisabled": True,
             "Labels": {HELPER_LABEL: "fix"},
-            "HostConfig": {"Binds": [f"{d}:{t}:rw" for d, t in mounts.items()], "NetworkMode": "none"},
+            "HostConfig": {
+                "Mounts": [{"Type": "bind", "Source": d, "Target": t, "ReadOnly": False,
+                            "BindOptions": {"NonRecursive": True}} for d, t in mounts.items()],
+                "NetworkMode": "none",
+            },
         }
         cid = api.create_container(spec)
         try:
             api.start(cid)
             result = api.call("POST", f"/containers/{cid}/wait", query={"condition": "not-running"})
             code = int((result or {}).get("StatusCode", -1))
-            if code != 0:
-                # chown carries on past a vanished path; the caller's lstat says what is left
+            # chown exits 1 when some path failed (vanished, or a link leading nowhere inside the helper):
+            # it carries on with the rest, and the caller checks every path.  Anything else is the helper's own failure.
+            if code not in (0, 1):
                 logs = api.logs(cid, tail=3).strip().replace("\n", "; ")
-                if "No such file" not in logs:
-                    raise EngineError(f"the fix helper container exited with {code}: {logs or 'no output'}")
+                raise EngineError(f"the fix helper container exited with {code}: {logs or 'no output'}")
         finally:
             try:
                 api.remove_container(cid, force=True)

@@ -439,9 +439,13 @@ def compact_records(path: Path) -> int:
 
 # --- fixing ------------------------------------------------------------------
 
-# Runs a short-lived helper container as container root with the given host
-# paths reachable, and chowns each of them to container 0:0 (= the host user).
-HelperRunner = Callable[[Sequence[str]], None]
+# Runs a short-lived helper container as container root that sees the work dirs, and chowns each
+# (work dir, path) to container 0:0 (= the host user).  See devbox.watch.contain for containment.
+HelperRunner = Callable[[Sequence[tuple[str, str]]], None]
+
+# What devbox prints for files only root can give back: devbox itself, run as root, which chows
+# beneath the work dir only (a printed `sudo chown PATH` would follow a link a container planted).
+ROOT_FIX_COMMAND = ("sudo", "devbox", "leaks", "--fix")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,18 +455,13 @@ class FixPlan:
     root_command: tuple[str, ...]  # the exact command to print for needs_root, or ()
 
 
-def plan_fix(leaks: Iterable[Leak], user: HostUser) -> FixPlan:
+def plan_fix(leaks: Iterable[Leak], user: HostUser, *, as_root: bool = False) -> FixPlan:
+    """Who can give each leak back: the helper container (mapped ids), or root; as root, root does it all."""
     helper: list[Leak] = []
     root: list[Leak] = []
     for leak in leaks:
-        (helper if leak.fixable else root).append(leak)
-    command = chown_command(user, [leak.path for leak in root]) if root else ()
-    return FixPlan(tuple(helper), tuple(root), command)
-
-
-def chown_command(user: HostUser, paths: Iterable[str]) -> tuple[str, ...]:
-    """The one ``sudo chown`` devbox prints for files only root can give back."""
-    return ("sudo", "chown", "-h", f"{user.uid}:{user.gid}", "--", *sorted(paths))
+        (helper if leak.fixable and not as_root else root).append(leak)
+    return FixPlan(tuple(helper), tuple(root), ROOT_FIX_COMMAND if root and not as_root else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,34 +471,71 @@ class FixResult:
     vanished: tuple[str, ...]
     needs_root: tuple[str, ...]
     root_command: str  # shell-quoted, empty when nothing needs root
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, why): it no longer stays inside the work dir
 
 
 def fix(
     leaks: Iterable[Leak],
     user: HostUser,
+    roots: Sequence[str],
     run_helper: HelperRunner,
     *,
-    lstat: Callable[[str], os.stat_result] = os.lstat,
+    as_root: bool = False,
 ) -> FixResult:
-    """Chown what a helper container can, then verify every path with ``lstat``."""
-    plan = plan_fix(leaks, user)
-    paths = [leak.path for leak in plan.by_helper]
-    if paths:
-        run_helper(paths)
-    fixed: list[str] = []
-    failed: list[str] = []
+    """Give leaks back, never reaching outside the work dirs (:mod:`devbox.watch.contain`).
+
+    Each path is first looked at beneath its work dir; one that would leave it
+    (a directory swapped for a link) is skipped with the reason.  As root,
+    devbox chowns the rest itself; otherwise a helper container chowns the
+    mapped ones.  Every result is verified the same careful way.
+    """
+    from devbox.watch.contain import Escape, chown_beneath, lstat_beneath, root_of
+
+    skipped: list[tuple[str, str]] = []
     vanished: list[str] = []
-    for p in paths:
-        try:
-            st = lstat(p)
-        except FileNotFoundError:
-            vanished.append(p)
+    fixed: list[str] = []
+    todo: list[tuple[str, Leak]] = []
+    for leak in leaks:
+        root = root_of(leak.path, roots)
+        if root is None:
+            skipped.append((leak.path, "it is not beneath the watched work dirs"))
             continue
-        (fixed if user.owns(st.st_uid, st.st_gid) else failed).append(p)
+        try:
+            st = lstat_beneath(root, leak.path)
+        except Escape as exc:
+            skipped.append((leak.path, exc.reason))
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            vanished.append(leak.path)
+            continue
+        if user.owns(st.st_uid, st.st_gid):
+            fixed.append(leak.path)
+            continue
+        todo.append((root, leak))
+    plan = plan_fix([leak for _, leak in todo], user, as_root=as_root)
+    attempted = [(root, leak.path) for root, leak in todo if leak in plan.by_helper or as_root]
+    if as_root:
+        for root, path in attempted:
+            try:
+                chown_beneath(root, path, user.uid, user.gid)
+            except (Escape, OSError):
+                pass  # the check below says what became of it
+    elif attempted:
+        run_helper(attempted)
+    failed: list[str] = []
+    for root, path in attempted:
+        try:
+            st = lstat_beneath(root, path)
+        except Escape as exc:
+            skipped.append((path, exc.reason))
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            vanished.append(path)
+            continue
+        (fixed if user.owns(st.st_uid, st.st_gid) else failed).append(path)
     return FixResult(
-        tuple(fixed),
-        tuple(failed),
-        tuple(vanished),
-        tuple(leak.path for leak in plan.needs_root),
+        tuple(fixed), tuple(failed), tuple(vanished),
+        tuple(leak.path for leak in plan.needs_root) if not as_root else (),
         shlex.join(plan.root_command) if plan.root_command else "",
+        tuple(skipped),
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from devbox.errors import DevboxError
+from devbox.watch.contain import Escape, lstat_beneath, root_of
 from devbox.watch.degraded import Degraded
 from devbox.watch.leaks import Attribution, Leak, RecordLog, State, latest_records, unreadable_line
 from devbox.watch.scan import Clock, Found, Ignore, ScanResult, _Tally, _walk, outermost, scan
@@ -369,9 +370,16 @@ class Watcher:
             self._rescan(path)
 
     def _lstat(self, path: str) -> None:
+        """Look at ``path`` as it is now, beneath its root: through a link a container planted since, it is gone."""
         self.stats.lstats += 1
+        root = root_of(path, self.roots) if path not in self.roots else None
         try:
-            st = os.lstat(path)
+            st = os.lstat(path) if root is None else lstat_beneath(root, path)
+        except Escape as exc:
+            if path in self.tracker.leaks:
+                self.notice(f"{path}: no longer inside the work dir ({exc.reason}): not followed, not fixed")
+            self._emit(self.tracker.missing(path))
+            return
         except (FileNotFoundError, NotADirectoryError):
             self._emit(self.tracker.missing(path))
             return

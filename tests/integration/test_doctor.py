@@ -337,7 +337,7 @@ def test_leaked_files_privileged_container_and_watcher(
         "1 path(s) owned by root (uid 0): data/by-root",
     ]
     assert leaks["fix"] == ("devbox leaks --fix  (a helper container chowns the 1 mapped path(s) back to you, no sudo); "
-                            f"then sudo chown -h {UID}:{UID} -- {data}/by-root")
+                            "then sudo devbox leaks --fix")
     assert found["project.containers"]["status"] == "fail"
     assert found["project.containers"]["evidence"] == [f"leaky-priv-{SESSION} (created): privileged, host user namespace"]
     assert found["project.inotify"]["status"] == "ok"

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from harness.daemon import RUN, SESSION, PrivateDaemon
+from harness.ids import TEST_UID
 
 USER = "devbox-tester"
-UID = 1500
+UID = TEST_UID
 HOME = f"/run/devbox-test/home/{USER}"
 IMAGE = "debian:bookworm-slim"
 
@@ -212,9 +213,9 @@ def test_container_chowns_flagged_with_service_and_fixed(remapped: PrivateDaemon
         no_traceback(r)
         assert r.returncode == 1, r.stdout + r.stderr
         assert r.stdout == (
-            "fixed 100 path(s): yours again (verified with lstat)\n"
+            "fixed 100 path(s): yours again (verified beneath the work dir)\n"
             "1 path(s) need root (owned by ids not mapped into the containers (real root, other accounts)); run:\n"
-            f"sudo chown -h 1500:1500 -- {rootfile}\n"
+            "sudo devbox leaks --fix   (devbox, as root, chowns them beneath the work dir only)\n"
         )
         for p in set(stamps) | want:
             st = os.lstat(p)
@@ -265,7 +266,7 @@ def test_plain_daemon_root_owned_files_need_sudo(plain_engine: PrivateDaemon, te
     assert r.returncode == 1
     assert r.stdout == (
         "2 path(s) need root (owned by ids not mapped into the containers (real root, other accounts)); run:\n"
-        f"sudo chown -h 1500:1500 -- {paths[0]} {paths[1]}\n"
+        "sudo devbox leaks --fix   (devbox, as root, chowns them beneath the work dir only)\n"
     )
     assert os.lstat(paths[1]).st_uid == 0
 
@@ -282,9 +283,17 @@ def test_plain_daemon_root_owned_files_need_sudo(plain_engine: PrivateDaemon, te
     )
     assert r.stdout == (
         "3 path(s) need root (the engine cannot help); run:\n"
-        f"sudo chown -h 1500:1500 -- {paths[0]} {paths[1]} {sub}\n"
+        "sudo devbox leaks --fix   (devbox, as root, chowns them beneath the work dir only)\n"
     )
     assert os.lstat(sub).st_uid == 200004
+    # the printed command: devbox as root (under sudo) gives every one of them back, beneath the work dir
+    r = subprocess.run([sys.executable, "-m", "devbox", "leaks", "--fix"], cwd=root, capture_output=True, text=True,
+                       env={**env_for(plain_engine, state), "SUDO_USER": USER}, timeout=120)
+    no_traceback(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == "fixed 3 path(s): yours again (verified beneath the work dir)\n"
+    for p in (paths[0], paths[1], str(sub)):
+        assert (os.lstat(p).st_uid, os.lstat(p).st_gid) == (UID, UID), p
 
 
 # --- the background watcher: up, crash, restart, down ----------------------------------------------
