@@ -27,6 +27,7 @@ import pytest
 from devbox.core.idmap import IdRange
 from devbox.errors import DevboxError
 from devbox.watch import watcher as watcher_module
+from devbox.watch.busy import BusyTrees
 from devbox.watch.degraded import Degraded
 from devbox.watch.leaks import (
     Attribution,
@@ -1112,3 +1113,57 @@ def test_unreadable_line_names_a_few_and_counts_the_rest() -> None:
     assert unreadable_line(paths, lambda p: p[3:]) == (
         "7 directories cannot be read, so what is inside them is not checked: d0/, d1/, d2/, d3/, d4/ and 2 more"
     )
+
+
+# --- busy trees: node_modules and friends are watched, rescanned whole once they settle ---------------
+
+
+def test_busy_tree_tops_and_timing() -> None:
+    clock = FakeClock()
+    busy = BusyTrees(["/w"], ["node_modules", ".git"], clock, settle=1.0, max_delay=5.0)
+    assert busy.top("/w/node_modules/a/b/c.js") == "/w/node_modules"
+    assert busy.top("/w/app/node_modules/x/node_modules/y") == "/w/app/node_modules"  # the outermost
+    assert busy.top("/w/node_modules") is None  # the tree itself is an ordinary entry
+    assert busy.top("/w/src/a.py") is None and busy.top("/elsewhere/node_modules/x") is None
+    busy.touch("/w/node_modules")
+    assert busy.due() == clock.t + 1.0 and busy.take_due() == []
+    for _ in range(10):  # busy for 10 s without a pause: rescanned every max_delay anyway
+        clock.t += 0.5
+        busy.touch("/w/node_modules")
+    assert busy.take_due() == ["/w/node_modules"]
+    assert busy.due() is None
+
+
+def test_a_busy_tree_is_rescanned_not_followed_and_a_leak_in_it_is_reported(tmp_path: Path) -> None:
+    clock = FakeClock()
+    source = FakeSource()
+    lines: list[str] = []
+    w = Watcher([tmp_path], LIVE, clock=clock, source=source, workers=1, sink=lines.append,
+                busy=["node_modules"], busy_settle=1.0, reconcile_interval=1e9)
+    with w:
+        w.start()
+        files = [touch(tmp_path / "node_modules" / f"pkg{i}" / "index.js", LEAK_UID) for i in range(300)]
+        for f in files:  # an npm install as container uid 5: 600 events, none of them an lstat
+            source.event("created", f.parent, is_dir=True)
+            source.event("created", f)
+        w.step(0.05)
+        assert w.stats.lstats == 0 and w.tracker.leaks == {}
+        clock.t += 1.0  # quiet for the settle time: one rescan of the whole tree
+        w.step(0)
+        assert w.stats.busy_rescans == 1
+        assert len(w.tracker.leaks) == 300  # every file (the directories are the user's), none missed
+        w.close()
+    assert any("under node_modules/ owned by container uid 5" in line for line in lines), lines
+    assert len(lines) < 10  # summarised, not 600 lines
+
+
+def test_outside_busy_trees_events_are_followed_at_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    source = FakeSource()
+    w = Watcher([tmp_path], LIVE, clock=clock, source=source, workers=1, busy=["node_modules"], reconcile_interval=1e9)
+    with w:
+        w.start()
+        f = touch(tmp_path / "src" / "app.py", LEAK_UID)
+        source.event("created", f)
+        w.step(0.05)
+        assert str(f) in w.tracker.leaks

@@ -447,6 +447,7 @@ _WATCH_DEFAULTS = WatchSettings()
 REMAP = TableSchema({"policy": KeySpec(OneOf(tuple(p.value for p in RemapPolicy)), default=RemapPolicy.REQUIRE.value)})
 WATCH = TableSchema({
     "ignore": KeySpec(_strings, default=list(_WATCH_DEFAULTS.ignore)),
+    "busy": KeySpec(_strings, default=list(_WATCH_DEFAULTS.busy)),
     "allowed_gids": KeySpec(ArrayOf(Integer(0, 2**32 - 2)), default=list(_WATCH_DEFAULTS.allowed_gids)),
     "rescan_interval": KeySpec(Number(1, DAY_S), default=_WATCH_DEFAULTS.rescan_interval_s),
 })
@@ -517,6 +518,7 @@ def check_project_file(src: Source) -> ProjectFile:
         services=data["services"],
         remap=RemapPolicy(data["remap"]["policy"]),
         watch=WatchSettings(
-            ignore=tuple(watch["ignore"]), allowed_gids=tuple(watch["allowed_gids"]), rescan_interval_s=watch["rescan_interval"]
+            ignore=tuple(watch["ignore"]), busy=tuple(watch["busy"]), allowed_gids=tuple(watch["allowed_gids"]),
+            rescan_interval_s=watch["rescan_interval"],
         ),
     )

@@ -169,7 +169,10 @@ class Profile:
 
 @dataclasses.dataclass(frozen=True)
 class WatchSettings:
-    ignore: tuple[str, ...] = (".git", "node_modules", "__pycache__", ".venv")
+    # nothing is ignored by default: node_modules, .venv, .git and __pycache__ are where containers leave the
+    # files people cannot delete; they are "busy" trees instead (devbox.watch.busy): rescanned, not followed per event
+    ignore: tuple[str, ...] = ()
+    busy: tuple[str, ...] = ("node_modules", ".venv", ".git", "__pycache__")
     allowed_gids: tuple[int, ...] = ()
     rescan_interval_s: float = 300.0
 

@@ -41,6 +41,7 @@ class Target:
     services_by_uid: Mapping[int, tuple[str, ...]]
     host_ns_services: tuple[str, ...]
     ignore: tuple[str, ...]
+    busy: tuple[str, ...]  # trees rescanned whole rather than followed per event (devbox.watch.busy)
     rescan_interval: float
     project: Project | None
 
@@ -92,6 +93,7 @@ def target(paths: Sequence[str] = (), *, profile: str | None = None, start: Path
         services_by_uid=by_uid,
         host_ns_services=host_ns,
         ignore=settings.ignore,
+        busy=settings.busy,
         rescan_interval=settings.rescan_interval_s,
         project=project,
         records=paths_for(user).leak_records(project.name) if project is not None else None,
@@ -338,6 +340,7 @@ def watch_command(
         on_change=on_change,
         reporter=Reporter(t.roots),
         reconcile_interval=t.rescan_interval,
+        busy=t.busy,
     )
     try:
         result = watcher.start()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from devbox.errors import DevboxError
+from devbox.watch.busy import BusyTrees
 from devbox.watch.contain import Escape, lstat_beneath, root_of
 from devbox.watch.degraded import Degraded
 from devbox.watch.leaks import Attribution, Leak, RecordLog, State, latest_records, unreadable_line
@@ -198,6 +199,7 @@ class WatchStats:
     events: int = 0
     lstats: int = 0
     rescans: int = 0  # directory rescans after a create / move-in
+    busy_rescans: int = 0  # whole busy trees (node_modules ...) rescanned once they settled
     full_scans: int = 0
     overflows: int = 0
     leaks_found: int = 0
@@ -236,6 +238,9 @@ class Watcher:
         settle: float = 0.5,
         workers: int | None = None,
         source: EventSource | Literal["inotify"] | None = "inotify",
+        busy: Sequence[str] = (),
+        busy_settle: float = 1.0,
+        busy_max_delay: float = 5.0,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         watch_limit: Callable[[], int | None] = max_user_watches,
@@ -256,6 +261,7 @@ class Watcher:
         self.timers = Degraded(clock, reconcile_interval=reconcile_interval, fallback_interval=fallback_interval,
                                hold=degraded_hold, settle=settle)
         self._watch_limit = watch_limit
+        self.busy = BusyTrees(self.roots, busy, clock, settle=busy_settle, max_delay=busy_max_delay)
         self.stats = WatchStats()
         self.tracker = Tracker(attribution, self._known_from_records())
         self.queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
@@ -316,8 +322,7 @@ class Watcher:
     def step(self, timeout: float = 0.2) -> int:
         """Process what is queued (waiting up to ``timeout`` for it) and anything due; returns items handled."""
         now = self.clock()
-        due = self.reporter.due()
-        deadlines = [self.timers.deadline(), *([due] if due is not None else [])]
+        deadlines = [self.timers.deadline(), *(d for d in (self.reporter.due(), self.busy.due()) if d is not None)]
         wait = max(0.0, min([timeout, *(d - now for d in deadlines)]))
         items: list[Item] = []
         try:
@@ -351,6 +356,10 @@ class Watcher:
                 continue
             self.stats.events += 1
             if self.ignore and self.ignore.path(path):
+                continue
+            tree = self.busy.top(path)
+            if tree is not None:
+                self.busy.touch(tree)  # rescanned as a whole once it settles
                 continue
             if op == CHECK:
                 check[path] = is_dir
@@ -409,6 +418,23 @@ class Watcher:
         now = self.wall()
         for p, u, g, d in found:
             self._emit(self.tracker.seen(p, u, g, d, now))
+        if unreadable:
+            self._saw_unreadable(self.unreadable | set(unreadable))
+
+    def _rescan_tree(self, tree: str) -> None:
+        """A busy tree settled: scan it whole; what was tracked in it and is no longer found is looked at again."""
+        self.stats.busy_rescans += 1
+        tracked = set(self.tracker.under(tree))
+        found: list[Found] = []
+        unreadable: list[str] = []
+        _walk([tree], self.attribution.user.uid, self.attribution.user.gids, self.ignore or None, found, unreadable,
+              _Tally())
+        now = self.wall()
+        for p, u, g, d in found:
+            tracked.discard(p)
+            self._emit(self.tracker.seen(p, u, g, d, now))
+        for p in sorted(tracked):
+            self._lstat(p)
         if unreadable:
             self._saw_unreadable(self.unreadable | set(unreadable))
 
@@ -476,6 +502,8 @@ class Watcher:
             )
 
     def _due(self) -> None:
+        for tree in self.busy.take_due():
+            self._rescan_tree(tree)
         for line in self.reporter.tick(self.clock()):
             self.sink(line)
         if self.timers.quiet():

@@ -148,7 +148,8 @@ def check_leaks(ctx: Context) -> list[Finding]:
 def check_inotify(ctx: Context) -> list[Finding]:
     limit = max_user_watches(ctx.paths.proc)
     dirs = ctx.scan.dirs
-    ev: tuple[str, ...] = (f"{dirs:,} directories to watch under {', '.join(ctx.workdirs)} (ignoring {', '.join(ctx.project.watch.ignore)})",
+    ignoring = ", ".join(ctx.project.watch.ignore) or "nothing"
+    ev: tuple[str, ...] = (f"{dirs:,} directories to watch under {', '.join(ctx.workdirs)} (ignoring {ignoring})",
           f"fs.inotify.max_user_watches = {limit:,}" if limit is not None else "fs.inotify.max_user_watches is unreadable")
     if ctx.scan.unreadable:
         n = len(ctx.scan.unreadable)
