@@ -34,7 +34,7 @@ def check_command(*, user: str | None, probe: bool, json_out: bool, verbose: boo
         findings = [f for f in findings if not f.id.startswith("probe.")]
     status = worst(findings)
     unfinished = None
-    if paths.remap_journal.exists():
+    if os.path.exists(paths.remap_journal):  # False too when an ordinary user may not look (it is root's)
         from devbox.host import journal
 
         unfinished = journal.pending_if_readable(paths)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
-from harness.daemon import PrivateDaemon
+from harness.daemon import RUN, SESSION, PrivateDaemon
 from harness.ids import TEST_UID, TEST_USER
 from harness.sandbox import EtcSandbox
 
@@ -55,17 +56,21 @@ def test_kill_remap_apply_and_revert_at_every_point(etc_sandbox: EtcSandbox, env
     apply = ("--apply", "--yes", "--restart-cmd", "true")
     revert = ("--revert", "--yes", "--restart-cmd", "true")
 
+    # fresh trace files of this session's own (a stale one would list points this run never reaches)
+    apply_trace, revert_trace = f"{RUN}/crash-{SESSION}-apply.trace", f"{RUN}/crash-{SESSION}-revert.trace"
+    for t in (apply_trace, revert_trace):
+        Path(t).unlink(missing_ok=True)
     _break(sb)
     old = _files(sb)
-    rc, out, err = _remap(sb, d, env, *apply, trace="/run/devbox-crash-apply.trace")
+    rc, out, err = _remap(sb, d, env, *apply, trace=apply_trace)
     assert rc == 0, out + err
     new = _files(sb)
     assert new["/etc/subuid"] == GOOD and old != new
-    rc, out, err = _remap(sb, d, env, *revert, trace="/run/devbox-crash-revert.trace")
+    rc, out, err = _remap(sb, d, env, *revert, trace=revert_trace)
     assert rc == 0, out + err
     assert _files(sb) == old
-    apply_points = sb.read("/run/devbox-crash-apply.trace").splitlines()
-    revert_points = sb.read("/run/devbox-crash-revert.trace").splitlines()
+    apply_points = Path(apply_trace).read_text().splitlines()
+    revert_points = Path(revert_trace).read_text().splitlines()
     assert len(apply_points) >= 20 and len(revert_points) >= 20
 
     said_interrupted = 0
