@@ -86,6 +86,19 @@ def _owner_of_process(pid: int) -> tuple[int | None, int | None]:
     return uid, gid
 
 
+def _sweep_stale_workdirs() -> None:
+    """Temp dirs of probes whose devbox was killed (``devbox-probe-PID-*`` of a PID no longer running)."""
+    tmp = Path(tempfile.gettempdir())
+    try:
+        entries = list(tmp.glob("devbox-probe-*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name.split("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _failed(started: float, why: str) -> ProbeResult:
     return ProbeResult(None, None, None, None, None, None, time.monotonic() - started, f"probe did not report: {why}")
 
@@ -95,7 +108,8 @@ def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> 
     (the target user, when devbox runs as root); container root must be able to write there."""
     started = time.monotonic()
     image = ensure_probe_image(api)
-    workdir = tempfile.mkdtemp(prefix="devbox-probe-")
+    _sweep_stale_workdirs()
+    workdir = tempfile.mkdtemp(prefix=f"devbox-probe-{os.getpid()}-")
     container = None
     try:
         if owner is not None and os.geteuid() == 0:

@@ -110,3 +110,6 @@ def test_kill_remap_apply_and_revert_at_every_point(etc_sandbox: EtcSandbox, env
         rc, out, err = _remap(sb, d, env, *apply)
         assert rc == 0, (where, out, err)
     assert not any(sb.path(f + ".lock").exists() for f in FILES)
+    # probes killed mid-way leave their temp dirs; the next probe sweeps those of dead processes
+    stale = [p for p in Path("/tmp").glob("devbox-probe-*-*") if not Path(f"/proc/{p.name.split('-')[2]}").exists()]
+    assert stale == []
