@@ -1121,16 +1121,17 @@ def test_unreadable_line_names_a_few_and_counts_the_rest() -> None:
 def test_busy_tree_tops_and_timing() -> None:
     clock = FakeClock()
     busy = BusyTrees(["/w"], ["node_modules", ".git"], clock, settle=1.0, max_delay=5.0)
-    assert busy.top("/w/node_modules/a/b/c.js") == "/w/node_modules"
-    assert busy.top("/w/app/node_modules/x/node_modules/y") == "/w/app/node_modules"  # the outermost
+    assert busy.top("/w/node_modules/a/b/c.js") == "/w/node_modules/a"  # the unit: one package
+    assert busy.top("/w/app/node_modules/x/node_modules/y/z") == "/w/app/node_modules/x"  # of the outermost tree
     assert busy.top("/w/node_modules") is None  # the tree itself is an ordinary entry
+    assert busy.top("/w/node_modules/a") is None  # and so are its own entries (a package appearing)
     assert busy.top("/w/src/a.py") is None and busy.top("/elsewhere/node_modules/x") is None
-    busy.touch("/w/node_modules")
+    busy.touch("/w/node_modules/a")
     assert busy.due() == clock.t + 1.0 and busy.take_due() == []
     for _ in range(10):  # busy for 10 s without a pause: rescanned every max_delay anyway
         clock.t += 0.5
-        busy.touch("/w/node_modules")
-    assert busy.take_due() == ["/w/node_modules"]
+        busy.touch("/w/node_modules/a")
+    assert busy.take_due() == ["/w/node_modules/a"]
     assert busy.due() is None
 
 
@@ -1143,14 +1144,13 @@ def test_a_busy_tree_is_rescanned_not_followed_and_a_leak_in_it_is_reported(tmp_
     with w:
         w.start()
         files = [touch(tmp_path / "node_modules" / f"pkg{i}" / "index.js", LEAK_UID) for i in range(300)]
-        for f in files:  # an npm install as container uid 5: 600 events, none of them an lstat
-            source.event("created", f.parent, is_dir=True)
+        for f in files:  # an npm install as container uid 5: 300 files in 300 packages, no lstat per file
             source.event("created", f)
         w.step(0.05)
         assert w.stats.lstats == 0 and w.tracker.leaks == {}
-        clock.t += 1.0  # quiet for the settle time: one rescan of the whole tree
+        clock.t += 1.0  # quiet for the settle time: each package rescanned once
         w.step(0)
-        assert w.stats.busy_rescans == 1
+        assert w.stats.busy_rescans == 300
         assert len(w.tracker.leaks) == 300  # every file (the directories are the user's), none missed
         w.close()
     assert any("under node_modules/ owned by container uid 5" in line for line in lines), lines

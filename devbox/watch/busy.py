@@ -3,11 +3,15 @@
 They are exactly where containers leave files you cannot delete without sudo
 (root-owned ``node_modules`` and ``__pycache__``; a foreign-owned ``.git`` gives
 git's "dubious ownership"), so they are watched like everything else — but an
-``npm install`` writes a hundred thousand files into one.  So an event below
-such a tree only marks the tree; once it has been quiet for ``settle``
-seconds (or every ``max_delay`` seconds while it stays busy) the watcher
-rescans it with the fast scanner, and the reporter summarises what it finds
-(one line per owner and area).  Pure timing, the clock injected.
+``npm install`` writes a hundred thousand files into one.  So an event deeper
+than such a tree's own entries only marks the *unit* it falls in (the tree's
+child: one package of ``node_modules``); once that unit has been quiet for
+``settle`` seconds (or every ``max_delay`` seconds while it stays busy) the
+watcher rescans it with the fast scanner, and the reporter summarises what it
+finds (one line per owner and area).  Units keep each rescan small, so the
+events of the rest of the work dir are not held up behind a scan of the
+whole tree (measured: benchmarks/bench_busy.py).  Pure timing, the clock
+injected.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class BusyTrees:
         self._last: dict[str, float] = {}  # tree -> when its latest event came
 
     def top(self, path: str) -> str | None:
-        """The outermost busy tree ``path`` lies strictly below, or ``None``."""
+        """The unit of the outermost busy tree that ``path`` lies strictly below (the tree's child:
+        ``node_modules/PKG``), or ``None``: outside busy trees, and the tree's own entries, are ordinary."""
         if not self.names:
             return None
         for prefix in self.prefixes:
@@ -37,7 +42,7 @@ class BusyTrees:
                 parts = path[len(prefix):].split("/")
                 for i, part in enumerate(parts[:-1]):
                     if part in self.names:
-                        return prefix + "/".join(parts[: i + 1])
+                        return prefix + "/".join(parts[: i + 2]) if i + 2 < len(parts) else None
                 return None
         return None
 
