@@ -47,6 +47,16 @@ def _remap(sb: EtcSandbox, d: PrivateDaemon, env: dict[str, str], *args: str, fa
     return r.returncode, r.stdout, r.stderr
 
 
+def _killed_whole(sb: EtcSandbox, d: PrivateDaemon, env: dict[str, str], args: tuple[str, ...], n: int,
+                  old: dict[str, str | None], new: dict[str, str | None], where: str) -> None:
+    """Run ``remap ARGS`` killed at fault point ``n``: each file is then its old or its new bytes."""
+    rc, out, err = _remap(sb, d, env, *args, fault=n)
+    assert rc == -signal.SIGKILL, (where, out, err)
+    now = _files(sb)
+    for f in FILES:
+        assert now[f] in (old[f], new[f]), f"{f} torn after a kill at {where}: {now[f]!r}"
+
+
 def test_kill_remap_apply_and_revert_at_every_point(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
     sb = etc_sandbox
     sb.write("/etc/subuid", GOOD)
@@ -76,11 +86,7 @@ def test_kill_remap_apply_and_revert_at_every_point(etc_sandbox: EtcSandbox, env
     said_interrupted = 0
     for n in range(1, len(apply_points) + 1):
         where = f"apply point {apply_points[n - 1]}"
-        rc, out, err = _remap(sb, d, env, *apply, fault=n)
-        assert rc == -signal.SIGKILL, (where, out, err)
-        now = _files(sb)
-        for f in FILES:
-            assert now[f] in (old[f], new[f]), f"{f} torn after a kill at {where}: {now[f]!r}"
+        _killed_whole(sb, d, env, apply, n, old, new, where)
         if n % 10 == 1:  # now and then, the read-only check says what it found
             rc, out, err = _remap(sb, d, env, "--json", "--no-probe")
             report = json.loads(out)
@@ -99,11 +105,7 @@ def test_kill_remap_apply_and_revert_at_every_point(etc_sandbox: EtcSandbox, env
     assert rc == 0, out + err
     for n in range(1, len(revert_points) + 1, 2):
         where = f"revert point {revert_points[n - 1]}"
-        rc, out, err = _remap(sb, d, env, *revert, fault=n)
-        assert rc == -signal.SIGKILL, (where, out, err)
-        now = _files(sb)
-        for f in FILES:
-            assert now[f] in (old[f], new[f]), f"{f} torn after a kill at {where}: {now[f]!r}"
+        _killed_whole(sb, d, env, revert, n, old, new, where)
         rc, out, err = _remap(sb, d, env, *revert)
         assert rc == 0, (where, out, err)
         assert _files(sb) == old, where
