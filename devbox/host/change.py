@@ -196,8 +196,12 @@ def _undo_records(records: list[dict[str, Any]], progress: Callable[[str], None]
     for f in records:
         path = Path(f["path"])
         current = _read(path)
-        if current is None if not f["existed"] else (current is not None and sha256_hex(current) == f["before_sha256"]):
-            continue  # never written, or already back
+        if f["existed"]:
+            already_back = current is not None and sha256_hex(current) == f["before_sha256"]
+        else:
+            already_back = current is None
+        if already_back:
+            continue  # never written, or already put back
         undone = journal.undo(f, None if current is None else current.decode(errors="surrogateescape"))
         if undone.text is None:
             files.remove(path)
