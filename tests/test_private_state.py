@@ -60,3 +60,11 @@ def test_error_log_is_private(tmp_path: Path) -> None:
     assert log == tmp_path / "st" / "error.log"
     assert mode(log) == 0o600 and mode(log.parent) == 0o700
     assert "RuntimeError: boom" in log.read_text()
+
+
+def test_a_state_dir_left_open_by_an_earlier_version_is_closed(tmp_path: Path) -> None:
+    d = tmp_path / "watch"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    private_dir(d)
+    assert mode(d) == 0o700

@@ -152,7 +152,8 @@ def _remove_if_stale(lock: Path) -> bool:
 
 def private_dir(directory: Path, owner: User | None = None) -> Path:
     """``mkdir -p`` for per-user state: each directory it creates is 0700 (and, with ``owner`` — root
-    acting for a user — theirs).  Directories that exist are left as they are."""
+    acting for a user — theirs).  ``directory`` itself is devbox's own: one left more open by an
+    earlier version is closed to 0700.  Parents that exist (``~/.local``) are left as they are."""
     missing = []
     d = directory
     while not d.exists():
@@ -164,6 +165,9 @@ def private_dir(directory: Path, owner: User | None = None) -> Path:
         os.chmod(d, 0o700)  # whatever the umask
         if owner is not None:
             os.chown(d, owner.uid, owner.gid)
+    st = os.stat(directory)
+    if st.st_mode & 0o077 and st.st_uid == (owner.uid if owner is not None else os.geteuid()):
+        os.chmod(directory, 0o700)
     return directory
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from harness.daemon import PrivateDaemon
 
-from .test_stack import UID, devbox, make_project, ok
+from .test_stack import HOME, UID, USER, devbox, make_project, ok
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,3 +84,23 @@ def test_a_base_image_that_cannot_be_pulled_is_said_so(plain_engine: PrivateDaem
     assert "the engine could not pull it: check that it reaches its registry (docker pull devbox-test.invalid/no-such-base:1)" in last
     assert "fix images/" not in r.stderr  # the Dockerfile is not to blame
     assert "Traceback" not in r.stderr
+
+
+def test_sudo_up_runs_the_watcher_as_the_user_with_private_files(remap_engine: PrivateDaemon) -> None:
+    """`sudo devbox up`: the background watcher runs as the user, its files are theirs, 0600 in 0700 dirs."""
+    root = _project("sudowatch", PLAIN)
+    sudo = {"SUDO_USER": USER}
+    try:
+        ok(devbox(remap_engine, root, "up", "-d", as_user=None, env=sudo))
+        watch_dir = Path(HOME) / ".local" / "state" / "devbox" / "watch"
+        pidfile = watch_dir / "sudowatch.pid"
+        pid = int(pidfile.read_text())
+        assert os.stat(f"/proc/{pid}").st_uid == UID  # not root
+        for p, mode in ((pidfile, 0o600), (watch_dir / "sudowatch.log", 0o600), (watch_dir, 0o700)):
+            st = os.stat(p)
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (UID, mode), p
+        r = ok(devbox(remap_engine, root, "ps", as_user=None, env=sudo))
+        assert f"ownership watcher: running (pid {pid}" in r.stdout
+    finally:
+        devbox(remap_engine, root, "down", as_user=None, env=sudo)
+    assert not pidfile.exists()
