@@ -15,11 +15,12 @@ from devbox.core.idmap import IdRange, parse_subid
 from devbox.core.model import Mount, Profile, Project, RemapPolicy, Service, WatchSettings
 from devbox.doctor import checks
 from devbox.doctor.checks.daemon import blocking_parents, count_old_images
-from devbox.doctor.checks.engine import check_socket, docker_context
+from devbox.doctor.checks.engine import check_socket
 from devbox.doctor.checks.project import check_by_design, check_inotify, check_leaks, check_project, summarise_leaks
 from devbox.doctor.context import Context
 from devbox.doctor.render import render_lines, summary_line
 from devbox.doctor.runner import Check, Result, run_checks
+from devbox.engine.endpoint import docker_context
 from devbox.errors import ConfigError, EngineError, EngineErrorKind
 from devbox.host.observe import Kernel
 from devbox.host.user import User
@@ -73,8 +74,8 @@ def test_every_skipped_id_of_a_multi_finding_check_is_reported() -> None:
     multi = Check("proof", ("probe.file-owner", "probe.process"), (A,), lambda ctx: [])
     results = run_checks([_check("e", A, "fail"), multi], None)
     assert [(r.finding.id, r.finding.status, r.finding.title) for r in results[1:]] == [
-        ("probe.file-owner", "skip", "a file created by container root is yours"),
-        ("probe.process", "skip", "container root runs as you on the host"),
+        ("probe.file-owner", "skip", "a file created in the container is yours"),
+        ("probe.process", "skip", "the container's process runs as you on the host"),
     ]
 
 
@@ -106,7 +107,7 @@ def test_shipped_checks_are_in_dependency_order_with_unique_ids() -> None:
     assert sorted(set(groups), key=groups.index) == list(checks.GROUPS)
 
 
-KIND = "the engine is rootful Docker (what userns-remap applies to)"
+KIND = "the engine, and how it makes your files yours (the ownership strategy)"
 RESULTS = [
     Result("engine", Finding("engine.socket", "ok", ("DOCKER_HOST is not set",))),
     Result("engine", Finding("engine.kind", "warn", ("rootless Docker",), None)),
@@ -255,7 +256,7 @@ def _context(tmp_path: Path | None = None, *, project: Project | ConfigError | N
     )
     base = tmp_path or Path("/nonexistent/doctor-test")
     paths = Paths(user_state=base / "state", proc=base / "proc")
-    ctx = Context(paths=paths, state=state, engine_error=engine_error, facts=None, client=None, cwd=Path(cwd),
+    ctx = Context(paths=paths, state=state, engine_error=engine_error, client=None, cwd=Path(cwd),
                   environ=environ or {})
     ctx.project_or_error = project  # the lazy attributes may be set by hand
     return ctx

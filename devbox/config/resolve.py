@@ -118,6 +118,7 @@ def load_project(
         file=file,
         default_profile=pf.profile,
         remap=pf.remap,
+        strategy=pf.strategy,
         watch=pf.watch,
         workdirs=tuple(_bind(m, ctx, pf.src, ("workdirs", i)) for i, m in enumerate(pf.workdirs)),
         profiles=profiles,

@@ -27,6 +27,7 @@ from typing import Any
 
 from devbox.config.source import KeyPath, Source, format_path
 from devbox.core.model import Healthcheck, RemapPolicy, WatchSettings
+from devbox.core.ownership import IDMAP_NOT_YET, STRATEGIES
 from devbox.errors import ConfigError
 
 DEFAULT_PROFILE = "python"
@@ -445,6 +446,14 @@ PROFILE = TableSchema({
 
 _WATCH_DEFAULTS = WatchSettings()
 REMAP = TableSchema({"policy": KeySpec(OneOf(tuple(p.value for p in RemapPolicy)), default=RemapPolicy.REQUIRE.value)})
+def _strategy(ck: Checker, path: KeyPath, value: object) -> str:
+    text = OneOf(STRATEGIES)(ck, path, value)
+    if text == "idmap":
+        raise ck.fail(path, f"{format_path(path)}: {IDMAP_NOT_YET[0]}", IDMAP_NOT_YET[1])
+    return text
+
+
+OWNERSHIP = TableSchema({"strategy": KeySpec(_strategy, default="auto")})
 WATCH = TableSchema({
     "ignore": KeySpec(_strings, default=list(_WATCH_DEFAULTS.ignore)),
     "busy": KeySpec(_strings, default=list(_WATCH_DEFAULTS.busy)),
@@ -462,6 +471,7 @@ PROJECT = TableSchema({
     "services": KeySpec(MapOf(_service), default={}),
     "remap": KeySpec(Nested(REMAP), default={}),
     "watch": KeySpec(Nested(WATCH), default={}),
+    "ownership": KeySpec(Nested(OWNERSHIP), default={}),
 })
 
 
@@ -501,6 +511,7 @@ class ProjectFile:
     services: dict[str, dict[str, Any]]
     remap: RemapPolicy
     watch: WatchSettings
+    strategy: str  # [ownership] strategy: "auto" or one of devbox.core.ownership.STRATEGIES
 
 
 def check_project_file(src: Source) -> ProjectFile:
@@ -521,4 +532,5 @@ def check_project_file(src: Source) -> ProjectFile:
             ignore=tuple(watch["ignore"]), busy=tuple(watch["busy"]), allowed_gids=tuple(watch["allowed_gids"]),
             rescan_interval_s=watch["rescan_interval"],
         ),
+        strategy=data["ownership"]["strategy"],
     )

@@ -189,6 +189,7 @@ class Project:
     watch: WatchSettings
     workdirs: tuple[Mount, ...]
     profiles: Mapping[str, Profile]
+    strategy: str = "auto"  # [ownership] strategy (devbox.core.ownership)
 
     def profile(self, name: str | None = None) -> Profile:
         return self.profiles[name or self.default_profile]

@@ -49,7 +49,7 @@ def doctor_command(*, user: str | None, json_out: bool, fix: bool, verbose: bool
     ctx = gather(paths, target)
     results = run_checks(CHECKS, ctx)
     fixed = None
-    if fix and fixable(results, ctx.engine_error):
+    if fix and fixable(results, ctx.engine_error, ctx.state.engine.kind if ctx.state.engine else None):
         _require_root(target, restart_cmd)
         if not json_out:
             render(ctx, results, False, title="devbox doctor (before --fix)")

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox.core.model import LABEL_PROFILE, LABEL_PROJECT, Project
+from devbox.core.ownership import Choice, Refusal, choose_strategy
 from devbox.engine.client import connect, fast_api, inspect_engine
-from devbox.engine.errors import DEFAULT_HOST, call, socket_path, timeout_s
+from devbox.engine.endpoint import Endpoint, find_endpoint
+from devbox.engine.errors import call, socket_path, timeout_s
 from devbox.errors import ConfigError, DevboxError, EngineError
 from devbox.host.user import User
 from devbox.paths import Paths
@@ -33,14 +35,6 @@ if TYPE_CHECKING:
     import docker
 
     from devbox.engine.probe import ProbeResult
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineFacts:
-    """What the engine says about itself beyond :class:`devbox.engine.client.EngineInfo`."""
-
-    components: tuple[str, ...]
-    platform: str
 
 
 class Context:
@@ -56,7 +50,6 @@ class Context:
         paths: Paths,
         state: HostState,
         engine_error: EngineError | None,
-        facts: EngineFacts | None,
         client: docker.DockerClient | None,
         cwd: Path,
         environ: Mapping[str, str],
@@ -64,7 +57,6 @@ class Context:
         self.paths = paths
         self.state = state
         self.engine_error = engine_error
-        self.facts = facts
         self.client = client
         self.cwd = cwd
         self.environ = environ
@@ -74,8 +66,12 @@ class Context:
         return self.state.user
 
     @property
+    def endpoint(self) -> Endpoint:
+        return find_endpoint(self.environ)
+
+    @property
     def host(self) -> str:
-        return self.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        return self.endpoint.host
 
     @property
     def socket(self) -> str | None:
@@ -158,45 +154,40 @@ class Context:
 
 
 def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = None) -> Context:
-    """Read every layer once; engine and probe failures are kept as data."""
+    """Read every layer once; engine and probe failures are kept as data.  The probe runs the way
+    the project's ``[ownership] strategy`` (else ``auto``) runs containers on this engine."""
     state = observe_host(paths, user, engine=False)
     client = None
     info = None
-    facts = None
     engine_error: EngineError | None = None
-    probe_result = None
-    probe_error = None
     try:
         client = connect(timeout=timeout_s(60))
         info = inspect_engine(client)
-        facts = _engine_facts(client)
     except EngineError as exc:
         engine_error = exc
         client = None
-    if client is not None and probe:
-        probe_result, probe_error = _probe(user)
-    state = dataclasses.replace(
+    ctx = Context(paths=paths, state=state, engine_error=engine_error, client=client,
+                  cwd=cwd or Path.cwd(), environ=dict(os.environ))
+    project = ctx.project_or_error
+    setting = project.strategy if isinstance(project, Project) else "auto"
+    probe_result = None
+    probe_error = None
+    if client is not None and info is not None and probe:
+        probe_result, probe_error = _probe(user, choose_strategy(info.kind, setting))
+    ctx.state = dataclasses.replace(
         state, engine=info, engine_error=engine_error.one_line() if engine_error else None,
-        probe=probe_result, probe_error=probe_error,
+        probe=probe_result, probe_error=probe_error, setting=setting,
     )
-    return Context(paths=paths, state=state, engine_error=engine_error, facts=facts, client=client,
-                   cwd=cwd or Path.cwd(), environ=dict(os.environ))
+    return ctx
 
 
-def _probe(user: User) -> tuple[ProbeResult | None, str | None]:
+def _probe(user: User, choice: Choice | Refusal) -> tuple[ProbeResult | None, str | None]:
     """The probe, on the stdlib client (:func:`devbox.remap.assess.run_probe`); failures as data."""
     try:
         api = fast_api()
     except DevboxError as exc:
         return None, exc.one_line()
     try:
-        return run_probe(api, user)
+        return run_probe(api, user, choice)
     finally:
         api.close()
-
-
-def _engine_facts(client: docker.DockerClient) -> EngineFacts:
-    version: dict[str, Any] = call(client.version)
-    components = tuple(str(c.get("Name", "")) for c in version.get("Components") or ())
-    platform = str((version.get("Platform") or {}).get("Name", ""))
-    return EngineFacts(components, platform)

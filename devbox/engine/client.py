@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from devbox.core.idmap import IdMap, IdRange
+from devbox.engine.endpoint import find_endpoint
 from devbox.engine.errors import call, describe_host, socket_path, timeout_s
 from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
@@ -36,9 +38,16 @@ def connect(timeout: float | None = None) -> docker.DockerClient:
     Every request it makes times out after ``timeout`` seconds (default 120, or ``DEVBOX_ENGINE_TIMEOUT``)."""
     import docker
 
-    host = describe_host()
+    found = find_endpoint()
+    host = found.host
     seconds = timeout_s(120) if timeout is None else timeout
-    client = call(lambda: docker.from_env(timeout=int(max(1, seconds))), host, "GET /version", seconds)
+
+    def make() -> docker.DockerClient:
+        if found.source == "DOCKER_HOST":  # from_env also reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+            return docker.from_env(timeout=int(max(1, seconds)))
+        return docker.DockerClient(base_url=host, timeout=int(max(1, seconds)))
+
+    client = call(make, host, "GET /version", seconds)
     call(client.ping, host, "GET /_ping", seconds)
     return client
 
@@ -93,6 +102,23 @@ class EngineInfo:
     images: int
     containers: int
     rootless: bool
+    product: str = "docker"  # "docker" or "podman" (Podman's docker-compatible API)
+    components: tuple[str, ...] = ()
+    platform: str = ""
+    # Podman only: the rootless user namespace's maps as Podman reads them (container = its id inside)
+    podman_uid_map: IdMap = ()
+    podman_gid_map: IdMap = ()
+
+    @property
+    def kind(self) -> str:
+        """``docker-rootful``, ``docker-rootless``, ``podman-rootless`` or ``podman-rootful``."""
+        return f"{self.product}-{'rootless' if self.rootless else 'rootful'}"
+
+    @property
+    def label(self) -> str:
+        """``Docker 26.1.5 (API 1.45), rootful`` for people."""
+        name = "Podman" if self.product == "podman" else "Docker"
+        return f"{name} {self.version} (API {self.api_version}), {'rootless' if self.rootless else 'rootful'}"
 
     @property
     def userns(self) -> bool:
@@ -110,6 +136,8 @@ class EngineInfo:
         """The one answer to "does container root map to this user here?" (``up``'s guard, remap, the fix helper)."""
         if self.rootless:
             return RootVerdict(True, f"rootless engine at {self.host}: container root is whoever runs it")
+        if self.product == "podman":
+            return RootVerdict(False, f"rootful Podman at {self.host} runs containers as real root")
         if not self.userns:
             return RootVerdict(False, f"the engine at {self.host} runs containers as real root (no userns-remap)")
         ids = self.remap_ids()
@@ -124,18 +152,54 @@ def parse_api_version(text: str) -> tuple[int, int] | None:
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
 
 
-def inspect_engine(api: Api | docker.DockerClient, *, version: bool = True) -> EngineInfo:
+PODMAN_COMPONENT = "Podman Engine"
+
+
+def _libpod_info(api: Api | docker.DockerClient) -> dict[str, Any]:
+    """Podman's own ``/libpod/info`` (rootless or not, its id mappings): the compatible ``/info`` lacks both."""
+    from devbox.engine.fastapi import Api
+
+    path = "/v4.0.0/libpod/info"
+    if isinstance(api, Api):
+        result: dict[str, Any] = api.call("GET", path)
+        return result
+    low: Any = api.api  # a requests.Session underneath
+    response = call(lambda: low.get(low.base_url + path))
+    call(response.raise_for_status)
+    return dict(response.json())
+
+
+def _podman_map(rows: Any) -> IdMap:
+    try:
+        return tuple(IdRange(int(r["container_id"]), int(r["host_id"]), int(r["size"])) for r in rows or ())
+    except (KeyError, TypeError, ValueError):
+        return ()
+
+
+def inspect_engine(api: Api | docker.DockerClient) -> EngineInfo:
     """Engine facts from the fast client or an SDK client (both answer info() and version()).
 
-    ``version=False`` spares the second call (version and API version read "?").
-    Raises ``EngineError(kind=API_TOO_OLD)`` for an engine older than devbox supports.
+    Podman is told from Docker by its version's components; a Podman engine is asked
+    ``/libpod/info`` too.  Raises ``EngineError(kind=API_TOO_OLD)`` for an engine older
+    than devbox supports.
     """
     from devbox.engine.fastapi import Api
 
     run: Callable[[Callable[[], Any]], Any] = (lambda fn: fn()) if isinstance(api, Api) else call
     raw: dict[str, Any] = run(api.info)
-    versions: dict[str, Any] = run(api.version) if version else {}
+    versions: dict[str, Any] = run(api.version)
     opts = tuple(raw.get("SecurityOptions") or ())
+    components = tuple(str(c.get("Name", "")) for c in versions.get("Components") or ())
+    podman = PODMAN_COMPONENT in components
+    rootless = any(o.split(",")[0] == "name=rootless" for o in opts)
+    uid_map: IdMap = ()
+    gid_map: IdMap = ()
+    if podman:
+        libpod = _libpod_info(api)
+        host = libpod.get("host") or {}
+        rootless = bool((host.get("security") or {}).get("rootless", rootless))
+        maps = host.get("idMappings") or {}
+        uid_map, gid_map = _podman_map(maps.get("uidmap")), _podman_map(maps.get("gidmap"))
     result = EngineInfo(
         host=describe_host(),
         version=str(versions.get("Version", "?")),
@@ -144,7 +208,12 @@ def inspect_engine(api: Api | docker.DockerClient, *, version: bool = True) -> E
         data_root=str(raw.get("DockerRootDir", "")),
         images=int(raw.get("Images", 0)),
         containers=int(raw.get("Containers", 0)),
-        rootless=any(o.split(",")[0] == "name=rootless" for o in opts),
+        rootless=rootless,
+        product="podman" if podman else "docker",
+        components=components,
+        platform=str((versions.get("Platform") or {}).get("Name", "")),
+        podman_uid_map=uid_map,
+        podman_gid_map=gid_map,
     )
     api_version = parse_api_version(result.api_version)
     if api_version is not None and api_version < MIN_API_VERSION:

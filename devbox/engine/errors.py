@@ -13,12 +13,12 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from devbox.engine.endpoint import find_endpoint
 from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
 
 T = TypeVar("T")
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
 def timeout_s(default: float) -> float:
@@ -32,7 +32,8 @@ def timeout_s(default: float) -> float:
 
 
 def describe_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    """The engine's address (:func:`devbox.engine.endpoint.find_endpoint`)."""
+    return find_endpoint().host
 
 
 def socket_path(host: str) -> str | None:

@@ -19,6 +19,13 @@ import urllib.parse
 from typing import Any
 
 
+def _json_or_none(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -111,6 +118,8 @@ class Api:
         return status == 200
 
     def import_image(self, data: bytes, repository: str, tag: str) -> None:
+        """Import a root filesystem tarball as ``repository:tag``.  Podman 4's compatible API ignores
+        ``tag`` (the image becomes ``repository:latest``), so the new image's id is tagged explicitly."""
         # the import streams JSON progress; an error arrives as {"error": ...} with status 200
         status, raw = self.request("POST", "/images/create", query={"fromSrc": "-", "repo": repository, "tag": tag},
                                    data=data, content_type="application/x-tar")
@@ -125,6 +134,10 @@ class Api:
                 continue
             if isinstance(message, dict) and message.get("error"):
                 raise from_status(500, str(message["error"])[-300:], "image import failed")
+        ids = [str(m.get("status")) for m in map(_json_or_none, raw.splitlines())
+               if isinstance(m, dict) and str(m.get("status", "")).startswith("sha256:")]
+        if ids and not self.image_exists(f"{repository}:{tag}"):
+            self.call("POST", f"/images/{ids[-1]}/tag", query={"repo": repository, "tag": tag})
 
     def create_container(self, spec: dict[str, Any]) -> str:
         result = self.call("POST", "/containers/create", body=spec)

@@ -103,9 +103,19 @@ def _failed(started: float, why: str) -> ProbeResult:
     return ProbeResult(None, None, None, None, None, None, time.monotonic() - started, f"probe did not report: {why}")
 
 
-def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> ProbeResult:
+def _host_map(pid: int, name: str) -> IdMap | None:
+    """``/proc/PID/uid_map`` read from the host: host ids, whatever user namespaces lie between
+    (a rootless engine's own namespace, then keep-id's).  None when the host cannot see the process."""
+    try:
+        return parse_proc_map(Path(f"/proc/{pid}/{name}").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20, userns: str | None = None) -> ProbeResult:
     """Run the probe once.  ``owner`` is who the temporary directory should belong to
-    (the target user, when devbox runs as root); container root must be able to write there."""
+    (the target user, when devbox runs as root); the probe's process must be able to write there.
+    ``userns`` is the container's ``UsernsMode`` (``keep-id`` on rootless Podman), None for the engine's default."""
     started = time.monotonic()
     image = ensure_probe_image(api)
     _sweep_stale_workdirs()
@@ -121,7 +131,8 @@ def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> 
             "OpenStdin": True,
             "NetworkDisabled": True,
             "Labels": {PROBE_LABEL: "1"},
-            "HostConfig": {"Binds": [f"{workdir}:/probe:rw"], "NetworkMode": "none"},
+            "HostConfig": {"Binds": [f"{workdir}:/probe:rw"], "NetworkMode": "none",
+                           **({"UsernsMode": userns} if userns else {})},
         }
         container = api.create_container(spec)
         cid = container
@@ -144,9 +155,14 @@ def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20) -> 
         pid = int(state.get("Pid") or 0)
         proc_uid, proc_gid = _owner_of_process(pid) if pid else (None, None)
         st = os.lstat(os.path.join(workdir, "created"))
+        # the maps as the host sees them; the container's own copy (relative to its parent
+        # namespace) when the host cannot read the process (an engine in a VM)
+        uid_map = _host_map(pid, "uid_map") if pid else None
+        gid_map = _host_map(pid, "gid_map") if pid else None
         try:
-            uid_map = parse_proc_map(Path(workdir, "uid_map").read_text())
-            gid_map = parse_proc_map(Path(workdir, "gid_map").read_text())
+            if uid_map is None or gid_map is None:
+                uid_map = parse_proc_map(Path(workdir, "uid_map").read_text())
+                gid_map = parse_proc_map(Path(workdir, "gid_map").read_text())
         except ValueError as exc:
             return _failed(started, f"unreadable id map from the container: {exc}")
         return ProbeResult(st.st_uid, st.st_gid, proc_uid, proc_gid, uid_map, gid_map, time.monotonic() - started)

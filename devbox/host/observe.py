@@ -231,3 +231,39 @@ def kernel(paths: Paths) -> Kernel:
         max_user_namespaces=_read_int(paths.proc / "sys" / "user" / "max_user_namespaces"),
         apparmor_restrict_unprivileged=_read_int(paths.proc / "sys" / "kernel" / "apparmor_restrict_unprivileged_userns"),
     )
+
+
+# --- the rootless helpers -----------------------------------------------------------
+
+ID_HELPERS = ("/usr/bin/newuidmap", "/usr/bin/newgidmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class IdHelper:
+    """newuidmap or newgidmap: a rootless engine writes its user namespace's maps through them."""
+
+    path: str
+    exists: bool
+    setuid_root: bool
+    file_caps: bool
+
+    @property
+    def usable(self) -> bool:
+        return self.exists and (self.setuid_root or self.file_caps)
+
+
+def id_helpers(paths: tuple[str, ...] = ID_HELPERS) -> tuple[IdHelper, ...]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(IdHelper(path, False, False, False))
+            continue
+        setuid = bool(st.st_mode & 0o4000) and st.st_uid == 0
+        try:
+            caps = bool(os.getxattr(path, "security.capability"))
+        except OSError:
+            caps = False
+        out.append(IdHelper(path, True, setuid, caps))
+    return tuple(out)

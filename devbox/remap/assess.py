@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,16 +22,20 @@ from devbox.core.idmap import (
     SubidEntry,
     SubidFile,
     account_overlaps,
+    allocate,
     format_map,
     predict_map,
     range_overlaps,
     seed_style,
+    sub_bounds,
 )
+from devbox.core.ownership import Choice, Expectation, Refusal, choose_strategy, expect
 from devbox.engine.client import EngineInfo
+from devbox.engine.endpoint import find_endpoint, guess_kind
 from devbox.engine.probe import ProbeResult
 from devbox.errors import DevboxError
 from devbox.host import observe
-from devbox.host.observe import DaemonJson, Flag, Kernel
+from devbox.host.observe import DaemonJson, Flag, IdHelper, Kernel
 from devbox.host.user import User
 from devbox.paths import Paths
 
@@ -62,6 +67,31 @@ class HostState:
     engine_error: str | None
     probe: ProbeResult | None
     probe_error: str | None
+    setting: str = "auto"  # [ownership] strategy
+    id_helpers: tuple[IdHelper, ...] = ()
+    endpoint: str = ""  # the address devbox used (DOCKER_HOST, a context, a socket found)
+
+    @property
+    def kind(self) -> str:
+        """The engine's kind; for an engine that does not answer, what its address suggests."""
+        return self.engine.kind if self.engine else guess_kind(self.endpoint)
+
+    @property
+    def choice(self) -> Choice | Refusal:
+        """The ownership strategy for this engine."""
+        return choose_strategy(self.kind, self.setting)
+
+    @property
+    def strategy(self) -> str | None:
+        c = self.choice
+        return c.strategy if isinstance(c, Choice) else None
+
+    @property
+    def expectation(self) -> Expectation | None:
+        s = self.strategy
+        if s is None:
+            return None
+        return expect(s, self.user.uid, self.user.gid, self.uid_entries, self.gid_entries)
 
     @property
     def remap_value(self) -> str:
@@ -79,15 +109,19 @@ class HostState:
 
     @property
     def predicted_uid_map(self) -> IdMap:
-        return predict_map(self.uid_entries)
+        e = self.expectation
+        return e.uid_map if e else predict_map(self.uid_entries)
 
     @property
     def predicted_gid_map(self) -> IdMap:
-        return predict_map(self.gid_entries)
+        e = self.expectation
+        return e.gid_map if e else predict_map(self.gid_entries)
 
 
-def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool = True) -> HostState:
-    """Read every layer once.  Engine and probe failures are kept as data, not raised."""
+def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool = True,
+                 setting: str = "auto") -> HostState:
+    """Read every layer once.  Engine and probe failures are kept as data, not raised.
+    ``setting`` is the ``[ownership] strategy``: the probe runs the way that strategy runs containers."""
     daemon_json: DaemonJson | None = None
     daemon_json_error = None
     try:
@@ -105,7 +139,7 @@ def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool =
             api = client.fast_api()
             info = client.inspect_engine(api)
             if probe:
-                probe_result, probe_error = run_probe(api, user)
+                probe_result, probe_error = run_probe(api, user, choose_strategy(info.kind, setting))
         except DevboxError as exc:
             engine_error = exc.one_line()
     return HostState(
@@ -123,23 +157,99 @@ def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool =
         engine_error=engine_error,
         probe=probe_result,
         probe_error=probe_error,
+        setting=setting,
+        id_helpers=observe.id_helpers(),
+        endpoint=find_endpoint().host,
     )
 
 
 
 
-def run_probe(api: Api, user: User) -> tuple[ProbeResult | None, str | None]:
-    """The probe for ``user``, with its failure kept as data: ``(result, error line)``."""
+def run_probe(api: Api, user: User, choice: Choice | Refusal) -> tuple[ProbeResult | None, str | None]:
+    """The probe for ``user``, run the way ``choice`` runs containers, with its failure kept as data:
+    ``(result, error line)``."""
     from devbox.engine import probe
 
+    if isinstance(choice, Refusal):
+        return None, f"not run: {choice.message}"
+    userns = "keep-id" if choice.strategy == "keep-id" else None
     try:
-        result = probe.run(api, owner=(user.uid, user.gid))
+        result = probe.run(api, owner=(user.uid, user.gid), userns=userns)
     except DevboxError as exc:
         return None, exc.one_line()
     return result, result.error
 
 
 # --- assessment (pure) ----------------------------------------------------------
+
+
+def free_range(state: HostState) -> tuple[int, int] | None:
+    """``(start, count)``: a range free in both files, clear of every account and every other range,
+    inside login.defs' SUB_UID/SUB_GID bounds; None when there is none."""
+    u = state.user
+    lo, hi, count = sub_bounds(state.login_defs, "SUB_UID")
+    glo, ghi, gcount = sub_bounds(state.login_defs, "SUB_GID")
+    count = max(count, gcount, MIN_SUBORDINATE)
+    taken = [(e.start, e.end) for e in state.subuid.entries if e.owner != u.name]
+    taken += [(e.start, e.end) for e in state.subgid.entries if e.owner != u.group]
+    taken += [(a.id, a.id + 1) for a in state.accounts + state.groups]
+    # the user's own good ranges stay; allocate clear of them too
+    taken += [(e.start, e.end) for e in state.subuid.entries + state.subgid.entries if e.owner in (u.name, u.group)]
+    start = allocate(taken, count, max(lo, glo), min(hi, ghi))
+    return None if start is None else (start, count)
+
+
+@dataclasses.dataclass(frozen=True)
+class RootlessFix:
+    """How /etc/subuid and /etc/subgid are fixed for a rootless engine: usermod, then ``podman system migrate``."""
+
+    owner: str
+    engine: str  # "Podman" or "Docker"
+    free: tuple[int, int] | None
+
+    @property
+    def after(self) -> str:
+        return ", then: podman system migrate" if self.engine == "Podman" else \
+            ", then restart the rootless dockerd (systemctl --user restart docker)"
+
+    def add(self, kind: str) -> str:
+        if self.free is None:
+            return f"give {self.owner} 65,536 subordinate {kind}s clear of every account and range{self.after}"
+        start, count = self.free
+        return f"sudo usermod --add-sub{kind}s {start}-{start + count - 1} {self.owner}{self.after}"
+
+    def own_line(self, f: SubidFile, mine: Sequence[SubidEntry], shown: tuple[str, ...], own_id: int,
+                 kind: str) -> list[Finding]:
+        name = Path(f.path).name
+        clash = [e for e in mine if e.start <= own_id < e.start + e.count]
+        if self.engine != "Podman":
+            return []
+        if not clash:
+            return [Finding(f"{name}.own-line", "ok", shown + (
+                f"no line maps {kind} {own_id} itself: rootless Podman maps container root to you on its own",))]
+        e = clash[0]
+        return [Finding(f"{name}.own-line", "fail", shown + (
+            f"{f.where(e.line)}: {e.text()} includes your own {kind} {own_id}: rootless Podman refuses to start "
+            f"(\"the specified mapping … includes the user UID\"); Docker's userns-remap wants that line, Podman must "
+            "not have it",),
+            f"sudo usermod --del-sub{kind}s {e.start}-{e.end - 1} {self.owner}{self.after}")]
+
+
+def rootless_fix(state: HostState, owner: str) -> RootlessFix | None:
+    """How ``owner``'s subordinate ids are fixed on a rootless engine; None on a rootful one (remap's plan)."""
+    if not state.kind.endswith("-rootless"):
+        return None
+    return RootlessFix(owner, "Podman" if state.kind.startswith("podman") else "Docker", free_range(state))
+
+
+def assess_newuidmap(helpers: tuple[IdHelper, ...]) -> Finding:
+    """Rootless engines set up their user namespace through setuid (or file-capability) helpers from uidmap."""
+    ev = tuple(f"{h.path}: " + ("missing" if not h.exists else "setuid root" if h.setuid_root else
+                                "file capabilities" if h.file_caps else "neither setuid root nor file capabilities")
+               for h in helpers)
+    if all(h.usable for h in helpers):
+        return Finding("host.newuidmap", "ok", ev)
+    return Finding("host.newuidmap", "fail", ev, "sudo apt-get install uidmap  (Fedora/RHEL: shadow-utils; Arch: shadow)")
 
 
 def assess_kernel(k: Kernel) -> Finding:
@@ -162,10 +272,15 @@ def assess_kernel(k: Kernel) -> Finding:
     return Finding("kernel.userns", "ok", tuple(evidence))
 
 
-def assess_subid(f: SubidFile, owner: str, own_id: int, accounts: tuple[Account, ...], kind: str) -> list[Finding]:
-    """Findings for one of /etc/subuid (kind "uid") or /etc/subgid (kind "gid")."""
+def assess_subid(f: SubidFile, owner: str, own_id: int, accounts: tuple[Account, ...], kind: str,
+                 rootless: RootlessFix | None = None) -> list[Finding]:
+    """Findings for one of /etc/subuid (kind "uid") or /etc/subgid (kind "gid").
+
+    ``rootless`` is given for a rootless engine: it needs subordinate ranges but no ``OWNER:ID:1``
+    line (Podman refuses one), and the fixes are usermod commands, not ``devbox remap --apply``."""
     name = Path(f.path).name  # subuid / subgid
     out: list[Finding] = []
+    fix_apply = rootless.add(kind) if rootless else FIX_APPLY
     if f.problems:
         out.append(Finding(
             f"{name}.syntax", "fail",
@@ -175,7 +290,9 @@ def assess_subid(f: SubidFile, owner: str, own_id: int, accounts: tuple[Account,
     mine = f.owned_by(owner)
     shown = tuple(f"{f.where(e.line)}: {e.text()}" for e in mine) or (f"no line for {owner} in {f.path}",)
     own = [e for e in mine if e.start == own_id and e.count == 1]
-    if not own:
+    if rootless is not None:
+        out += rootless.own_line(f, mine, shown, own_id, kind)
+    elif not own:
         out.append(Finding(
             f"{name}.own-line", "fail", shown,
             f"{FIX_APPLY}  (adds {owner}:{own_id}:1 as {owner}'s first line)",
@@ -199,7 +316,7 @@ def assess_subid(f: SubidFile, owner: str, own_id: int, accounts: tuple[Account,
         ] + [o.message(f.path) for o in acc if o.entry not in seeds]
         out.append(Finding(
             f"{name}.accounts", "fail", tuple(evidence),
-            f"{FIX_APPLY}  (replaces the range with a free one)",
+            fix_apply if rootless else f"{FIX_APPLY}  (replaces the range with a free one)",
         ))
     else:
         out.append(Finding(f"{name}.accounts", "ok"))
@@ -209,7 +326,7 @@ def assess_subid(f: SubidFile, owner: str, own_id: int, accounts: tuple[Account,
         out.append(Finding(
             f"{name}.overlap", "fail",
             tuple(o.message(f.path) for o in clashes),
-            f"{FIX_APPLY}  (gives {owner} a free range; other users' lines are left alone)",
+            fix_apply if rootless else f"{FIX_APPLY}  (gives {owner} a free range; other users' lines are left alone)",
         ))
     else:
         out.append(Finding(f"{name}.overlap", "ok"))
@@ -219,7 +336,7 @@ def assess_subid(f: SubidFile, owner: str, own_id: int, accounts: tuple[Account,
     if subordinate < MIN_SUBORDINATE:
         out.append(Finding(
             f"{name}.range", "fail", size_ev,
-            f"{FIX_APPLY}  (allocates a free range)",
+            fix_apply if rootless else f"{FIX_APPLY}  (allocates a free range)",
         ))
     else:
         out.append(Finding(f"{name}.range", "ok", size_ev))
@@ -329,43 +446,79 @@ def assess_engine(state: HostState) -> list[Finding]:
     return [Finding("daemon.live", "ok", ev)]
 
 
+def assess_kind(state: HostState) -> Finding:
+    """``engine.kind``: which engine, and the ownership strategy devbox uses on it (or why none can work)."""
+    e = state.engine
+    if e is None:
+        if state.kind.startswith("podman"):
+            rootless = state.kind == "podman-rootless"
+            return Finding("engine.kind", "fail", (
+                state.engine_error or "engine not checked", f"{state.endpoint} is a Podman socket: {state.kind}"),
+                ("start it: systemctl --user start podman.socket (or: podman system service --time=0 &); "
+                 "if Podman refuses to start, the checks below say why") if rootless else
+                "start it: sudo systemctl start podman.socket")
+        return Finding("engine.kind", "skip", (state.engine_error or "engine not checked",))
+    ev = (f"{e.host}: {e.label}", f"engine kind: {e.kind}")
+    c = state.choice
+    if isinstance(c, Refusal):
+        return Finding("engine.kind", "fail", ev + (c.message,), c.fix)
+    how = {
+        "remap": "dockerd's userns-remap maps container root to you",
+        "keep-id": "containers run with --userns=keep-id: your uid inside is you; other container users "
+                   "land in your subordinate range",
+        "rootless": "the engine runs as you: container root is you; other container users land in your "
+                    "subordinate range",
+    }[c.strategy]
+    return Finding("engine.kind", "ok", ev + (f"ownership strategy: {c.strategy} ({c.why}): {how}",))
+
+
 def assess_probe(state: HostState) -> list[Finding]:
     u = state.user
     p = state.probe
-    if p is None or p.error is not None:
+    expectation = state.expectation
+    if p is None or p.error is not None or expectation is None:
         why = state.probe_error or (p.error if p else None) or "engine unreachable"
-        return [Finding(i, "skip" if state.engine is None else "fail", (why,),
-                        None if state.engine is None else "see the evidence; re-run with `devbox remap --verbose`")
+        return [Finding(i, "skip" if state.engine is None or expectation is None else "fail", (why,),
+                        None if state.engine is None or expectation is None else
+                        "see the evidence; re-run with `devbox remap --verbose`")
                 for i in PROBE_IDS]
+    fix = FIX_APPLY if state.strategy == "remap" else "see the evidence: the engine does not map ids as predicted"
     out = []
-    file_ev = (f"created as container root: host uid {p.file_uid}, gid {p.file_gid} (want {u.uid}, {u.gid})",)
+    file_ev = (f"created by {expectation.runs_as}: host uid {p.file_uid}, gid {p.file_gid} (want {u.uid}, {u.gid})",)
     ok = p.file_uid == u.uid and p.file_gid == u.gid
-    out.append(Finding("probe.file-owner", "ok" if ok else "fail", file_ev,
-                       None if ok else FIX_APPLY))
-    proc_ev = (f"container root's process: host uid {p.process_uid}, gid {p.process_gid}",)
+    out.append(Finding("probe.file-owner", "ok" if ok else "fail", file_ev, None if ok else fix))
+    proc_ev = (f"{expectation.runs_as}'s process: host uid {p.process_uid}, gid {p.process_gid}",)
     ok = p.process_uid == u.uid
-    out.append(Finding("probe.process", "ok" if ok else "fail", proc_ev,
-                       None if ok else FIX_APPLY))
+    out.append(Finding("probe.process", "ok" if ok else "fail", proc_ev, None if ok else fix))
     predicted = state.predicted_uid_map
     got = p.uid_map or ()
     map_ev = (
         "uid_map: " + format_map(got, "; "),
-        "predicted: " + (format_map(predicted, "; ") or "(no lines)"),
+        f"predicted ({state.strategy}): " + (format_map(predicted, "; ") or "(no lines)"),
     )
     ok = tuple(got) == tuple(predicted) and tuple(p.gid_map or ()) == tuple(state.predicted_gid_map)
-    out.append(Finding("probe.uid-map", "ok" if ok else "fail", map_ev,
-                       None if ok else "restart dockerd so it re-reads /etc/subuid and /etc/subgid"))
+    restart = ("restart dockerd so it re-reads /etc/subuid and /etc/subgid" if state.strategy == "remap"
+               else "podman system migrate  (Podman re-reads /etc/subuid and /etc/subgid)")
+    out.append(Finding("probe.uid-map", "ok" if ok else "fail", map_ev, None if ok else restart))
     return out
 
 
 def assess(state: HostState) -> list[Finding]:
+    """Every finding for the state: the remap's layers on rootful Docker (or an unreachable engine),
+    a rootless engine's needs elsewhere, and the probe under the chosen strategy."""
     u = state.user
     findings = [assess_kernel(state.kernel)]
-    findings += assess_subid(state.subuid, u.name, u.uid, state.accounts, "uid")
-    findings += assess_subid(state.subgid, u.group, u.gid, state.groups, "gid")
-    findings += assess_daemon_config(state)
-    findings += assess_engine(state)
+    kind = state.kind
+    if state.engine is not None or kind != "docker-rootful":
+        findings.append(assess_kind(state))
+    if kind == "docker-rootful":
+        findings += assess_subid(state.subuid, u.name, u.uid, state.accounts, "uid")
+        findings += assess_subid(state.subgid, u.group, u.gid, state.groups, "gid")
+        findings += assess_daemon_config(state)
+        findings += assess_engine(state)
+    elif kind.endswith("-rootless"):
+        findings += assess_subid(state.subuid, u.name, u.uid, state.accounts, "uid", rootless_fix(state, u.name))
+        findings += assess_subid(state.subgid, u.group, u.gid, state.groups, "gid", rootless_fix(state, u.group))
+        findings.append(assess_newuidmap(state.id_helpers))
     findings += assess_probe(state)
     return findings
-
-

@@ -10,6 +10,8 @@ from typing import Any
 from devbox import console
 from devbox.core.findings import Finding, worst
 from devbox.core.idmap import map_rows
+from devbox.core.ownership import Choice
+from devbox.engine.endpoint import find_endpoint
 from devbox.errors import ConfigError, DevboxError, Exit, HostError
 from devbox.host.user import User, refuse_root, resolve_user
 from devbox.paths import Paths
@@ -60,6 +62,12 @@ def remap_report_json(state: HostState, findings: list[Finding]) -> dict[str, An
         "schema": "devbox.remap/1",
         "user": {"name": u.name, "uid": u.uid, "gid": u.gid, "group": u.group},
         "ok": worst(findings) != "fail",
+        "engine": None if state.engine is None else {
+            "kind": state.engine.kind, "product": state.engine.product, "version": state.engine.version,
+            "api_version": state.engine.api_version, "host": state.engine.host, "source": find_endpoint().source,
+        },
+        "strategy": ({"name": c.strategy, "why": c.why, "setting": state.setting} if isinstance(c := state.choice, Choice)
+                     else {"name": None, "refused": c.message, "fix": c.fix, "setting": state.setting}),
         "findings": [f.to_json() for f in findings],
         "predicted": {
             "uid_map": [dataclasses.asdict(r) for r in state.predicted_uid_map],
@@ -74,14 +82,23 @@ def render_report(state: HostState, findings: list[Finding], verbose: bool) -> N
     console.say(f"devbox remap — {u.name} (uid {u.uid}, gid {u.gid})", style="bold")
     render_findings(findings, verbose)
     rows = map_rows(state.predicted_uid_map)
+    strategy = state.strategy
     if rows:
         console.say("")
-        console.table(["container uid", "host uid", "count"], rows, title="Predicted uid map (from /etc/subuid, in file order)")
+        console.table(["container uid", "host uid", "count"], rows,
+                      title=f"Predicted uid map ({strategy or 'remap'}, from /etc/subuid)")
     ok = worst(findings) != "fail"
     console.say("")
-    console.say("remap proven: container root is you" if ok and state.probe else
-                "remap looks right (probe skipped)" if ok else
-                f"remap is not working — fix: {FIX_APPLY} (--dry-run shows every edit first)",
+    if strategy in (None, "remap") and (state.engine is None or state.engine.kind == "docker-rootful"):
+        console.say("remap proven: container root is you" if ok and state.probe else
+                    "remap looks right (probe skipped)" if ok else
+                    f"remap is not working — fix: {FIX_APPLY} (--dry-run shows every edit first)",
+                    style="green" if ok else "red")
+        return
+    who = {"keep-id": "your own uid in the container is you", "rootless": "container root is you"}.get(strategy or "", "")
+    console.say(f"{strategy} proven: {who}" if ok and state.probe else
+                f"{strategy} looks right (probe skipped)" if ok else
+                "not working — each failed check above says how to fix it",
                 style="green" if ok else "red")
 
 
@@ -111,11 +128,15 @@ def change_command(
         return _revert_command(paths, dry_run=dry_run, yes=yes, restart_cmd=restart_cmd, json_out=json_out)
     target = remap_target(user)
     args = ["--apply", "--user", target.name] + (["--restart-cmd", restart_cmd] if restart_cmd else [])
+    if not dry_run and os.geteuid() != 0 and _engine_kind() != "docker-rootful":
+        return _not_dockerd(observe_host(paths, target, probe=True))  # nothing to write: no root needed
     if not dry_run:
         _require_root(args)
         # a change an earlier, killed devbox left half-done is put back before anything is read
         change.recover(paths, change.restart_argv(paths, restart_cmd), progress=console.info)
     state = observe_host(paths, target, probe=True)
+    if state.kind != "docker-rootful":
+        return _not_dockerd(state)
     if state.kernel.max_user_namespaces == 0 or not state.kernel.userns_supported:
         f = assess_kernel(state.kernel)
         raise HostError("the kernel cannot run user namespaces: " + "; ".join(f.evidence), hint=f.fix)
@@ -154,6 +175,36 @@ def change_command(
     console.say(f"remap configured and proven: container root = host uid {target.uid} ({target.name}); "
                 f"backups in {paths.remap_backups / stamp}", style="green")
     return Exit.OK
+
+
+def _engine_kind() -> str:
+    """The engine's kind; for one that does not answer, what its address suggests."""
+    from devbox.engine import client
+    from devbox.engine.endpoint import find_endpoint, guess_kind
+
+    try:
+        api = client.fast_api()
+        try:
+            return client.inspect_engine(api).kind
+        finally:
+            api.close()
+    except DevboxError:
+        return guess_kind(find_endpoint().host)
+
+
+def _not_dockerd(state: HostState) -> Exit:
+    """``--apply`` on Podman or rootless Docker: nothing of dockerd's to configure, daemon.json is never
+    written.  What the engine does need is said with the exact command for each failed check."""
+    label = state.engine.label if state.engine else state.kind
+    failed = [f for f in assess(state) if f.status == "fail"]
+    if not failed:
+        console.say(f"nothing to change: {label} needs no userns-remap, and "
+                    f"{state.strategy or 'its strategy'} is proven for {state.user.name}", style="green")
+        return Exit.OK
+    lines = [f"{f.title}: {f.fix}" for f in failed if f.fix]
+    raise HostError(f"{label} does not use dockerd's userns-remap: devbox changes nothing here "
+                    f"(daemon.json is not written); {len(failed)} check(s) failed",
+                    hint="; ".join(lines) or "see `devbox remap --verbose`")
 
 
 def _revert_command(paths: Paths, *, dry_run: bool, yes: bool, restart_cmd: str | None, json_out: bool) -> Exit:

@@ -237,7 +237,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     client = connect()
     desired = project.stack()
     found = observe.containers(client, project.name)
-    engine = inspect_engine(client, version=False) if found else None
+    engine = inspect_engine(client) if found else None
     # what an empty UsernsMode means depends on the daemon: remapped only where the daemon remaps
     default_userns = "remapped" if engine and engine.userns else "rootless" if engine and engine.rootless else "none"
     rows: list[dict[str, Any]] = []

@@ -44,7 +44,7 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> Rema
     """
     from devbox.remap.assess import assess_engine, assess_probe, observe_host
 
-    info = engine.inspect_engine(client, version=False)
+    info = engine.inspect_engine(client)
     verdict = info.root_is(user.name, user.uid, user.gid)
     if not verdict.ok or info.rootless:
         return RemapVerdict(verdict.ok, verdict.reason)

@@ -25,7 +25,7 @@ from devbox.doctor.checks.daemon import (
 from devbox.doctor.checks.engine import check_access, check_context, check_kind, check_socket
 from devbox.doctor.checks.kernel import check_apparmor, check_kernel
 from devbox.doctor.checks.project import check_by_design, check_containers, check_inotify, check_leaks, check_project
-from devbox.doctor.checks.subid import check_subgid, check_subuid, subid_ids
+from devbox.doctor.checks.subid import check_newuidmap, check_subgid, check_subuid, subid_ids
 from devbox.doctor.checks.watcher import check_watcher
 from devbox.doctor.runner import Check, Result
 from devbox.errors import EngineError
@@ -43,6 +43,7 @@ CHECKS: tuple[Check, ...] = (
     Check("kernel", ("kernel.apparmor",), (), check_apparmor),
     Check("subordinate ids", subid_ids("subuid"), (), check_subuid),
     Check("subordinate ids", subid_ids("subgid"), (), check_subgid),
+    Check("subordinate ids", ("host.newuidmap",), (), check_newuidmap),
     Check("daemon", ("daemon.json", "daemon.flags"), (), check_daemon_config),
     Check("daemon", ("daemon.live",), ("engine.socket",), check_live),
     Check("daemon", ("daemon.parents",), (), check_parents),
@@ -60,8 +61,11 @@ CHECKS: tuple[Check, ...] = (
 REMAP_PREFIXES = ("subuid.", "subgid.", "daemon.json", "daemon.flags", "daemon.live", "probe.")
 
 
-def fixable(results: Sequence[Result], engine_error: EngineError | None) -> bool:
-    """Would ``--fix`` (remap's plan + a dockerd restart) address something that failed?"""
+def fixable(results: Sequence[Result], engine_error: EngineError | None, engine_kind: str | None = None) -> bool:
+    """Would ``--fix`` (remap's plan + a dockerd restart) address something that failed?
+    Never on Podman or rootless Docker: their fixes are the usermod commands the findings print."""
+    if engine_kind is not None and engine_kind != "docker-rootful":
+        return False
     by_id = {r.finding.id: r.finding for r in results}
     if by_id.get("kernel.userns") and by_id["kernel.userns"].status == "fail":
         return False

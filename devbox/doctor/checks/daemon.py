@@ -15,12 +15,20 @@ from devbox.errors import EngineError
 from devbox.remap.assess import KEY, assess_daemon_config, assess_engine, assess_probe
 
 
+def _not_dockerd(ctx: Context, ids: tuple[str, ...]) -> list[Finding] | None:
+    """Skips for dockerd's remap checks when the engine is Podman or rootless Docker (None otherwise)."""
+    e = ctx.state.engine
+    if e is None or e.kind == "docker-rootful":
+        return None
+    return [Finding(i, "skip", (f"{e.label}: dockerd's userns-remap does not apply",)) for i in ids]
+
+
 def check_daemon_config(ctx: Context) -> list[Finding]:
-    return assess_daemon_config(ctx.state)
+    return _not_dockerd(ctx, ("daemon.json", "daemon.flags")) or assess_daemon_config(ctx.state)
 
 
 def check_live(ctx: Context) -> list[Finding]:
-    return assess_engine(ctx.state)
+    return _not_dockerd(ctx, ("daemon.live",)) or assess_engine(ctx.state)
 
 
 def check_probe(ctx: Context) -> list[Finding]:
@@ -70,6 +78,9 @@ def blocking_parents(root: Path, uid: int, gid: int) -> list[tuple[str, str]]:
 
 
 def check_parents(ctx: Context) -> list[Finding]:
+    skipped = _not_dockerd(ctx, ("daemon.parents",))
+    if skipped:
+        return skipped
     root, live = data_root(ctx)
     u = ctx.user
     remapped = root / f"{u.uid}.{u.gid}"
@@ -119,6 +130,9 @@ def check_old_images(ctx: Context) -> list[Finding]:
     e = ctx.state.engine
     if e is None:
         raise EngineError("engine not checked")
+    skipped = _not_dockerd(ctx, ("daemon.old-images",))
+    if skipped:
+        return skipped
     ids = e.remap_ids()
     if ids is None:
         return [Finding("daemon.old-images", "ok", (f"data root {e.data_root} is not a remapped one: every image is visible",))]

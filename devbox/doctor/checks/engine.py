@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import grp
-import hashlib
-import json
 import os
 import pwd
 import stat as _stat
-from pathlib import Path
 
 from devbox.core.findings import Finding
 from devbox.doctor.context import Context
+from devbox.engine.endpoint import docker_config_dir, docker_context
 from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
 from devbox.host.user import User
+from devbox.remap.assess import assess_kind
 
 ROOT_EQUIVALENT = "members of 'docker' are root-equivalent: any of them can start a privileged container"
 
@@ -35,7 +35,8 @@ def owner_names(st: os.stat_result) -> str:
 def _host_line(ctx: Context) -> str:
     if ctx.environ.get("DOCKER_HOST"):
         return f"DOCKER_HOST={ctx.environ['DOCKER_HOST']} (from the environment)"
-    return "DOCKER_HOST is not set: unix:///var/run/docker.sock"
+    found = ctx.endpoint
+    return f"DOCKER_HOST is not set: {found.host} ({found.source})"
 
 
 def _socket_line(ctx: Context) -> str | None:
@@ -88,38 +89,16 @@ def _socket_group(ctx: Context) -> str | None:
         return None
 
 
-def _docker_config_dir(ctx: Context) -> Path:
-    if ctx.environ.get("DOCKER_CONFIG"):
-        return Path(ctx.environ["DOCKER_CONFIG"])
-    return Path(ctx.user.home) / ".docker"
-
-
-def docker_context(config_dir: Path) -> tuple[str | None, str | None]:
-    """The docker CLI's current context and its endpoint (``None`` when default or unreadable)."""
-    try:
-        name = json.loads((config_dir / "config.json").read_text()).get("currentContext")
-    except (OSError, ValueError, AttributeError):
-        return None, None
-    if not name or name == "default":
-        return None, None
-    meta = config_dir / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
-    try:
-        endpoint = json.loads(meta.read_text())["Endpoints"]["docker"]["Host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return str(name), None
-    return str(name), str(endpoint)
-
-
 def check_context(ctx: Context) -> list[Finding]:
-    config_dir = _docker_config_dir(ctx)
-    name, endpoint = docker_context(config_dir)
+    config_dir = docker_config_dir(ctx.environ, ctx.user.home)
+    name, endpoint = docker_context(config_dir, ctx.environ.get("DOCKER_CONTEXT") or None)
     if ctx.environ.get("DOCKER_HOST"):
         ev = (_host_line(ctx), "DOCKER_HOST overrides any docker context, for the CLI and for devbox alike")
         return [Finding("engine.context", "ok", ev)]
     if name is None:
         return [Finding("engine.context", "ok", (f"docker context: default ({config_dir / 'config.json'})",))]
     ev = (f"docker context: {name} → {endpoint or 'endpoint unreadable'} ({config_dir / 'config.json'})",
-          f"devbox uses {ctx.host}: the Docker SDK ignores docker contexts")
+          f"devbox uses {ctx.host} ({ctx.endpoint.source})")
     if endpoint == ctx.host:
         return [Finding("engine.context", "ok", ev)]
     return [Finding("engine.context", "warn", ev,
@@ -169,19 +148,13 @@ def check_access(ctx: Context) -> list[Finding]:
 
 def check_kind(ctx: Context) -> list[Finding]:
     e = ctx.state.engine
-    facts = ctx.facts
-    if e is None or facts is None:
+    if e is None:
         raise EngineError("engine not checked")
-    ev = [f"{e.host}: Docker {e.version} (API {e.api_version})" + (f", {facts.platform}" if facts.platform else "")]
-    if any("podman" in c.lower() for c in facts.components) or "podman" in facts.platform.lower():
-        ev.append(f"components: {', '.join(facts.components)}")
-        return [Finding("engine.kind", "warn", tuple(ev) + (
-            "Podman's Docker API: userns-remap and daemon.json do not apply; rootless Podman maps container "
-            "root to you already, and container users to your /etc/subuid range",),
-            "use `podman run --userns=keep-id` for your own uid inside, or point DOCKER_HOST at a rootful dockerd")]
-    if e.rootless:
-        ev.append(f"SecurityOptions: {', '.join(e.security_options)}")
-        return [Finding("engine.kind", "warn", tuple(ev) + (
-            "rootless Docker: container root is already you; files written by other container users land on "
-            "your /etc/subuid range, and userns-remap does not apply",), None)]
-    return [Finding("engine.kind", "ok", tuple(ev))]
+    f = assess_kind(ctx.state)
+    extra = [f"components: {', '.join(e.components)}"] if e.components else []
+    if e.platform:
+        extra.append(f"platform: {e.platform}")
+    if e.product == "docker" and e.rootless:
+        extra.append("rootless Docker: container root is already you; files written by other container users land "
+                     "on your /etc/subuid range, and userns-remap does not apply")
+    return [dataclasses.replace(f, evidence=f.evidence + tuple(extra))]

@@ -20,8 +20,7 @@ def check_apparmor(ctx: Context) -> list[Finding]:
     ev = (f"{APPARMOR_SYSCTL} = {value}",)
     if value == 0:
         return [Finding("kernel.apparmor", "ok", ev)]
-    rootless = ctx.state.engine is not None and (ctx.state.engine.rootless or
-                                                  (ctx.facts is not None and "podman" in " ".join(ctx.facts.components).lower()))
+    rootless = ctx.state.engine is not None and ctx.state.engine.rootless
     if rootless:
         return [Finding("kernel.apparmor", "fail", ev + (
             "a rootless engine creates its user namespaces unprivileged: AppArmor denies that without a profile",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from devbox.core.findings import Finding
 from devbox.core.idmap import KERNEL_MAP_LINES
 from devbox.doctor.context import Context
-from devbox.remap.assess import OLD_KERNEL_MAP_LINES, assess_subid
+from devbox.remap.assess import OLD_KERNEL_MAP_LINES, assess_newuidmap, assess_subid, rootless_fix
 
 
 def subid_ids(name: str) -> tuple[str, ...]:
@@ -23,11 +23,18 @@ def _with_map_lines(found: list[Finding], name: str, owner: str, lines: int) -> 
 
 def check_subuid(ctx: Context) -> list[Finding]:
     s, u = ctx.state, ctx.user
-    found = assess_subid(s.subuid, u.name, u.uid, s.accounts, "uid")
+    found = assess_subid(s.subuid, u.name, u.uid, s.accounts, "uid", rootless_fix(s, u.name))
     return _with_map_lines(found, "subuid", u.name, len(s.uid_entries))
 
 
 def check_subgid(ctx: Context) -> list[Finding]:
     s, u = ctx.state, ctx.user
-    found = assess_subid(s.subgid, u.group, u.gid, s.groups, "gid")
+    found = assess_subid(s.subgid, u.group, u.gid, s.groups, "gid", rootless_fix(s, u.group))
     return _with_map_lines(found, "subgid", u.group, len(s.gid_entries))
+
+
+def check_newuidmap(ctx: Context) -> list[Finding]:
+    e = ctx.state.engine
+    if e is None or not e.rootless:
+        return [Finding("host.newuidmap", "skip", ("only rootless engines use newuidmap and newgidmap",))]
+    return [assess_newuidmap(ctx.state.id_helpers)]

@@ -1,0 +1,133 @@
+"""A rootless Podman, run by an ordinary account of an /etc sandbox, serving its docker-compatible socket.
+
+The account is made inside the sandbox (``useradd``), with a subordinate range
+and *no* ``NAME:UID:1`` line (rootless Podman refuses one).  Its home, runtime
+dir and storage live under ``/run/devbox-test/podman-NAME``.  What this machine
+needs (ENVIRONMENT.md): runc with the cgroupfs manager (crun refuses cgroups v1
+hybrid), no slirp4netns (``/dev/net/tun`` is root's), so containers default to
+``--network=none``.  A user's machine with cgroups v2 keeps Podman's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .daemon import RUN, SESSION
+from .images import tarball
+from .sandbox import EtcSandbox
+
+CONTAINERS_CONF = """\
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+
+[containers]
+netns = "none"
+"""
+
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+"""
+
+
+class RootlessPodman:
+    def __init__(self, sb: EtcSandbox, name: str, uid: int, first: int = 400000, count: int = 65536) -> None:
+        self.sb = sb
+        self.name = name
+        self.uid = uid
+        self.base = RUN / f"podman-{name}-{SESSION}"
+        self.home = self.base / "home"
+        self.xdg = self.base / "xdg"
+        self.socket = self.xdg / "podman" / "podman.sock"
+        self.log = self.base / "service.log"
+        self.service: subprocess.Popen[bytes] | None = None
+        shutil.rmtree(self.base, ignore_errors=True)
+        sb.run(["useradd", "--uid", str(uid), "--user-group", "--no-create-home", "--home-dir", str(self.home),
+                "--shell", "/bin/sh", name], check=True)
+        for f in ("/etc/subuid", "/etc/subgid"):
+            sb.write(f, f"{name}:{first}:{count}\n")
+        for d, mode in ((self.base, 0o755), (self.home, 0o755), (self.xdg, 0o700)):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(mode)
+        conf = self.home / ".config" / "containers"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "containers.conf").write_text(CONTAINERS_CONF)
+        (conf / "storage.conf").write_text(STORAGE_CONF)
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(self.home), str(self.xdg)], check=True)
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"HOME": str(self.home), "XDG_RUNTIME_DIR": str(self.xdg), "USER": self.name, "LOGNAME": self.name,
+                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` as the account, inside the sandbox, from its home."""
+        return self.sb.argv(["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--init-groups",
+                             "env", "-C", str(self.home), *[f"{k}={v}" for k, v in self.env.items()], *argv])
+
+    def run(self, *argv: str, env: dict[str, str] | None = None, check: bool = False,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        return subprocess.run(self.argv(["env", *extra, *argv]), capture_output=True, text=True, check=check,
+                              timeout=timeout, env={k: v for k, v in os.environ.items() if k != "DOCKER_HOST"})
+
+    def podman(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.run("podman", *args, check=check, timeout=timeout)
+
+    def start(self, timeout: float = 30) -> None:
+        (self.xdg / "podman").mkdir(exist_ok=True)
+        os.chown(self.xdg / "podman", self.uid, self.uid)
+        with open(self.log, "ab") as log:
+            self.service = subprocess.Popen(
+                self.argv(["podman", "system", "service", "--time=0", self.host]),
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run(["curl", "-sf", "--unix-socket", str(self.socket), "http://d/_ping"],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                return
+            if self.service.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"podman service for {self.name} did not come up:\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            os.killpg(self.service.pid, 15)
+            try:
+                self.service.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.service.pid, 9)
+                self.service.wait()
+        self.service = None
+
+    def import_base_images(self, releases: tuple[str, ...] = ("bookworm",)) -> None:
+        for release in releases:
+            ref = f"debian:{release}-slim"
+            if self.podman("image", "exists", ref, check=False).returncode == 0:
+                continue
+            src = tarball(release)
+            readable = self.base / src.name
+            shutil.copyfile(src, readable)
+            readable.chmod(0o644)
+            self.podman("import", str(readable), f"docker.io/library/{ref}")
+            readable.unlink()
+
+    def destroy(self) -> None:
+        self.stop()
+        # the pause process and any conmon of this account
+        subprocess.run(["pkill", "-9", "-u", str(self.uid)], capture_output=True)
+        # storage holds files of subordinate ids: remove as root
+        shutil.rmtree(self.base, ignore_errors=True)
