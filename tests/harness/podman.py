@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 from .daemon import RUN, SESSION
 from .images import tarball
