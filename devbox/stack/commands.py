@@ -236,10 +236,17 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     project = config.find_project(start)
     client = connect()
     desired = project.stack()
+    from devbox.core.ownership import Choice, choose_strategy
+
     found = observe.containers(client, project.name)
-    engine = inspect_engine(client) if found else None
+    engine = inspect_engine(client)
+    choice = choose_strategy(engine.kind, project.strategy)
+    strategy = choice.strategy if isinstance(choice, Choice) else None
+    engine_json = {"kind": engine.kind, "product": engine.product, "version": engine.version,
+                   "api_version": engine.api_version, "host": engine.host,
+                   "strategy": strategy, "strategy_refused": None if isinstance(choice, Choice) else choice.message}
     # what an empty UsernsMode means depends on the daemon: remapped only where the daemon remaps
-    default_userns = "remapped" if engine and engine.userns else "rootless" if engine and engine.rootless else "none"
+    default_userns = "remapped" if engine.userns else "rootless" if engine.rootless else "none"
     rows: list[dict[str, Any]] = []
     for c in found:
         d = observe.detail(client, c.id)
@@ -270,9 +277,11 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
 
     watcher = watcher_process.status(project.name)
     if json_out:
-        console.emit_json({"schema": "devbox.ps/1", "project": project.name, "profile": project.default_profile, "services": rows,
-                           "watcher": watcher.to_json()})
+        console.emit_json({"schema": "devbox.ps/1", "project": project.name, "profile": project.default_profile,
+                           "engine": engine_json, "services": rows, "watcher": watcher.to_json()})
         return Exit.OK
+    console.info(f"engine: {engine.label} at {engine.host}; ownership strategy: "
+                 + (strategy or f"none ({engine_json['strategy_refused']})"))
     if not rows:
         console.info(f"{project.name}: no containers (devbox up starts them)")
         watcher_process.show(watcher)

@@ -93,6 +93,8 @@ def container_ids(engine: PrivateDaemon, project: str) -> dict[str, str]:
 
 def ps(engine: PrivateDaemon, cwd: Path) -> dict[str, dict[str, object]]:
     report = json.loads(ok(devbox(engine, cwd, "ps", "--json")).stdout)
+    assert report["engine"]["kind"] == "docker-rootful" and report["engine"]["strategy"] == "remap"
+    assert report["engine"]["host"] == engine.host
     return {s["service"]: s for s in report["services"]}
 
 
