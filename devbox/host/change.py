@@ -32,7 +32,6 @@ import os
 import shlex
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -46,7 +45,7 @@ from devbox.host.journal import FileChange, json_indent
 from devbox.paths import Paths
 
 __all__ = ["FileChange", "Interrupted", "apply_changes", "json_indent", "recover", "restart_argv", "run_restart",
-           "validate_available", "validate_config"]
+           "validate", "validate_available"]
 
 
 class Interrupted(HostError):
@@ -85,23 +84,31 @@ def run_restart(commands: list[list[str]], timeout: float = 120) -> str | None:
     return None
 
 
+def dockerd_argv() -> list[str]:
+    """The dockerd to ask for ``--help`` and ``--validate``: ``DEVBOX_DOCKERD`` (a command line), else ``dockerd``."""
+    return shlex.split(os.environ.get("DEVBOX_DOCKERD") or "dockerd")
+
+
 def validate_available() -> bool:
     """Does this dockerd have ``--validate`` (Docker 23+)?"""
     try:
-        return "--validate" in subprocess.run(["dockerd", "--help"], capture_output=True, text=True, timeout=20).stdout
+        return "--validate" in subprocess.run([*dockerd_argv(), "--help"], capture_output=True, text=True,
+                                              timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return False
 
 
-def validate_config(text: str) -> str | None:
-    """``dockerd --validate`` on a would-be daemon.json; its complaint, or ``None`` (valid or no --validate)."""
+def validate(config_file: Path) -> str | None:
+    """``dockerd --validate`` on ``config_file`` as it is now, with /etc/subuid and /etc/subgid as they are
+    now (Docker 26 looks the remap user's ranges up: "no subuid ranges found for user"); its complaint, or
+    ``None`` (valid, or a dockerd without --validate)."""
     if not validate_available():
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as tmp:
-        tmp.write(text)
-        tmp.flush()
-        r = subprocess.run(["dockerd", "--validate", f"--config-file={tmp.name}"], capture_output=True, text=True)
-    return None if r.returncode == 0 else (r.stderr or r.stdout).strip()
+    r = subprocess.run([*dockerd_argv(), "--validate", f"--config-file={config_file}"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return None
+    lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if not ln.startswith("time=")]
+    return " ".join(lines).replace(f" with file {config_file}:", ":") or f"exit status {r.returncode}"
 
 
 # --- locks ---------------------------------------------------------------------------
@@ -225,12 +232,14 @@ def apply_changes(
     restart_commands: list[list[str]],
     *,
     verify: Callable[[], str | None] | None,
+    precheck: Callable[[], str | None] | None = None,
     op: str = "apply",
     user: str = "",
     timeout: float = 60,
     progress: Callable[[str], None] = lambda _: None,
 ) -> str:
-    """Write ``changes`` (locked, atomic, backed up, journalled first), restart dockerd, ``verify()``;
+    """Write ``changes`` (locked, atomic, backed up, journalled first), ``precheck()`` them (``dockerd
+    --validate``: before any restart, so a refusal costs no downtime), restart dockerd, ``verify()``;
     roll back on failure or interruption.  ``op`` (``apply`` or ``revert``) says what the journal records.
 
     Returns the backup stamp.  Raises :class:`HostError` after a successful
@@ -253,6 +262,9 @@ def apply_changes(
                     _write(change)
                     progress(f"{'removed' if change.delete else 'wrote'} {change.path} "
                              f"(backup in {paths.remap_backups / stamp})")
+                problem = precheck() if precheck is not None else None
+                if problem is not None:
+                    raise HostError(problem)
             except DevboxError as exc:
                 # a write failed half-way (disk full, read-only): take back what was written, still locked
                 with _signals_ignored():

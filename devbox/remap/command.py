@@ -12,7 +12,7 @@ from devbox.core.findings import Finding, worst
 from devbox.core.idmap import map_rows
 from devbox.core.ownership import Choice
 from devbox.engine.endpoint import find_endpoint
-from devbox.errors import ConfigError, DevboxError, Exit, HostError
+from devbox.errors import DevboxError, Exit, HostError
 from devbox.host.user import User, refuse_root, resolve_user
 from devbox.paths import Paths
 from devbox.remap.assess import FIX_APPLY, HostState, assess, assess_kernel, observe_host
@@ -161,10 +161,6 @@ def change_command(
             console.info("note: this dockerd has no --validate (it arrived in Docker 23); the restart itself is the test, with rollback")
     if dry_run:
         return Exit.OK
-    new_json = next((c.new for c in p.changes if c.path == paths.daemon_json), None)
-    problem = change.validate_config(new_json) if new_json is not None else None
-    if problem:
-        raise ConfigError(f"dockerd --validate rejects the new daemon.json: {problem}", where=str(paths.daemon_json))
     if state.engine is not None and not state.engine.userns:
         console.info(f"while remap is on, the {state.engine.images} image(s) and {state.engine.containers} container(s) "
                      f"under {state.engine.data_root} are not visible (dockerd uses {state.engine.data_root}/"

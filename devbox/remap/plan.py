@@ -172,7 +172,12 @@ def apply_remap(paths: Paths, user: User, p: RemapPlan, restart_cmd: str | None,
     """Carry out ``p`` (safely, see :func:`devbox.host.change.apply_changes`), prove it; the journal records it
     for --revert.  The caller has run :func:`devbox.host.change.recover` before reading the state ``p`` is
     made from: a change an earlier, killed devbox left half-done must be put back first."""
+    def precheck() -> str | None:
+        problem = change.validate(paths.daemon_json)
+        return None if problem is None else f"dockerd --validate rejects the new {paths.daemon_json}: {problem}"
+
     return change.apply_changes(paths, p.changes, change.restart_argv(paths, restart_cmd),
-                                verify=lambda: verify_live(paths, user), op="apply", user=user.name, progress=progress)
+                                verify=lambda: verify_live(paths, user), precheck=precheck, op="apply",
+                                user=user.name, progress=progress)
 
 

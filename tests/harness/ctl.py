@@ -12,12 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.daemon import PrivateDaemon
+from harness.daemon import DOCKERS, PrivateDaemon
 
 
 def main() -> int:
     action, name, *extra = sys.argv[1:]
-    d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra)
+    version = next((a.split("=", 1)[1] for a in extra if a.startswith("--docker=")), DOCKERS[0])
+    extra = [a for a in extra if not a.startswith("--docker=")]
+    d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra, version=version)
     if action in ("stop", "restart"):
         d.stop()
     if action in ("start", "restart"):

@@ -18,6 +18,37 @@ from pathlib import Path
 STATE = Path(os.environ.get("DEVBOX_TEST_STATE", "/var/lib/devbox-test"))
 RUN = Path(os.environ.get("DEVBOX_TEST_RUN", "/run/devbox-test"))
 
+# The Dockers the suite runs: Debian 12's own (the host's dockerd) and Debian trixie's, started from a
+# root filesystem that tests/harness/bootstrap.py makes with mmdebstrap (harness.images.docker_rootfs).
+DOCKERS = ("20.10", "26.1")
+
+# dockerd from another root filesystem (ENVIRONMENT.md): a private mount namespace, a per-daemon
+# overlay of the root (runc needs its root to be a mount point; each daemon gets its own /etc),
+# /proc /sys /dev and the directories tests bind-mount at the same paths, the caller's /etc files
+# copied in (dockerd reads /etc/subuid, /etc/subgid and the accounts at start), then pivot_root (not
+# chroot: the kernel refuses user namespaces inside a chroot, so every remapped container would fail).
+PIVOT = r"""
+set -e
+rootfs=$1 top=$2; shift 2
+mkdir -p "$top/upper" "$top/work" "$top/root"
+mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$top/upper,workdir=$top/work" "$top/root"
+r=$top/root
+for d in /proc /sys /dev; do mount --rbind "$d" "$r$d"; done
+for d in /tmp /run /var/lib/devbox-test /home; do
+  [ -d "$d" ] || continue
+  mkdir -p "$r$d"; mount --rbind "$d" "$r$d"
+done
+for f in passwd group subuid subgid resolv.conf hosts; do
+  if [ -e "/etc/$f" ]; then cp "/etc/$f" "$r/etc/$f"; else rm -f "$r/etc/$f"; fi
+done
+rm -rf "$r/etc/docker"; mkdir -p "$r/etc/docker"
+[ -d /etc/docker ] && cp -a /etc/docker/. "$r/etc/docker/"
+cd "$r"
+mkdir -p .oldroot
+pivot_root . .oldroot
+exec "$@"
+"""
+
 
 # One id per test session, so concurrent runs (two developers' shells, CI) never share
 # a daemon, a bridge or a subnet.
@@ -47,8 +78,10 @@ class PrivateDaemon:
         config_file: Path | None = None,
         extra_args: list[str] | None = None,
         in_namespace: int | None = None,
+        version: str = DOCKERS[0],
     ) -> None:
         self.name = name
+        self.version = version
         self.data_root = STATE / name / "data"
         self.exec_root = RUN / name / "exec"
         self.socket = RUN / name / "docker.sock"
@@ -65,7 +98,10 @@ class PrivateDaemon:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"DOCKER_HOST": self.host, "DEVBOX_DOCKER_PIDFILE": str(self.pidfile)}
+        out = {"DOCKER_HOST": self.host, "DEVBOX_DOCKER_PIDFILE": str(self.pidfile)}
+        if self.rootfs is not None:  # devbox's `dockerd --validate` is this daemon's own
+            out["DEVBOX_DOCKERD"] = f"{Path(__file__).with_name('dockerd-in-rootfs')} {self.rootfs}"
+        return out
 
     def argv(self) -> list[str]:
         return [
@@ -80,6 +116,24 @@ class PrivateDaemon:
             "--log-level=warn",
             *self.extra_args,
         ]
+
+    @property
+    def rootfs(self) -> Path | None:
+        """The root filesystem this daemon's dockerd comes from; None for the host's own."""
+        if self.version == DOCKERS[0]:
+            return None
+        from .images import docker_rootfs
+
+        return docker_rootfs(self.version)
+
+    def launch_argv(self) -> list[str]:
+        """How to start it: the host's dockerd, or one from its root filesystem after pivot_root."""
+        rootfs = self.rootfs
+        if rootfs is None:
+            return self.argv()
+        top = STATE / self.name / "root"
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", PIVOT, "sh", str(rootfs), str(top),
+                "/usr/sbin/dockerd", *self.argv()[1:]]
 
     def _ns(self, argv: list[str]) -> list[str]:
         if self.in_namespace is None:
@@ -111,16 +165,18 @@ class PrivateDaemon:
             self.write_config({})
         self.ensure_bridge()
         with open(self.log, "ab") as log:
-            subprocess.Popen(
-                self._ns(self.argv()), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            proc = subprocess.Popen(
+                self._ns(self.launch_argv()), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        self.wait(timeout)
+        self.wait(timeout, proc)
 
-    def wait(self, timeout: float = 60) -> None:
+    def wait(self, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ping():
                 return
+            if proc is not None and proc.poll() is not None:  # dockerd gave up (a bad config, say): no use waiting
+                raise RuntimeError(f"dockerd {self.name} exited with {proc.returncode}; log tail:\n{self.log_tail()}")
             time.sleep(0.2)
         raise RuntimeError(f"dockerd {self.name} did not come up in {timeout}s; log tail:\n{self.log_tail()}")
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .daemon import RUN, SESSION, PrivateDaemon
+from .daemon import DOCKERS, RUN, SESSION, PrivateDaemon
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,8 +28,9 @@ exec sleep infinity
 
 
 class EtcSandbox:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, docker_version: str = DOCKERS[0]) -> None:
         self.name = name
+        self.docker_version = docker_version
         RUN.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"etc-{name}-", dir=RUN))
         (self.dir / "upper").mkdir()
@@ -89,10 +90,13 @@ class EtcSandbox:
 
     # --- a daemon that lives in the sandbox ----------------------------------
 
-    def daemon(self, name: str, config: dict[str, object] | None = None, extra_args: list[str] | None = None) -> PrivateDaemon:
-        """A private dockerd reading the sandbox's /etc/docker/daemon.json, /etc/subuid and /etc/subgid."""
+    def daemon(self, name: str, config: dict[str, object] | None = None, extra_args: list[str] | None = None,
+               version: str | None = None) -> PrivateDaemon:
+        """A private dockerd reading the sandbox's /etc/docker/daemon.json, /etc/subuid and /etc/subgid.
+        ``version`` is one of ``harness.daemon.DOCKERS`` (default: the sandbox's ``docker_version``)."""
         name = f"{name}-{SESSION}"
-        d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra_args, in_namespace=self.pid)
+        d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra_args, in_namespace=self.pid,
+                          version=version or self.docker_version)
         d.destroy()
         if config is not None:
             import json
@@ -108,7 +112,8 @@ class EtcSandbox:
             raise RuntimeError(f"sandbox dockerd {d.name} failed to start:\n{r.stdout}{r.stderr}")
 
     def ctl_argv(self, d: PrivateDaemon, action: str) -> list[str]:
-        return [sys.executable, str(REPO / "tests" / "harness" / "ctl.py"), action, d.name, *d.extra_args]
+        return [sys.executable, str(REPO / "tests" / "harness" / "ctl.py"), action, d.name, f"--docker={d.version}",
+                *d.extra_args]
 
     def restart_cmd(self, d: PrivateDaemon) -> str:
         """A ``--restart-cmd`` for devbox: restarts ``d`` in place, as systemctl would."""

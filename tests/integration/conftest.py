@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.daemon import SESSION, PrivateDaemon
+from harness.daemon import DOCKERS, SESSION, PrivateDaemon
 from harness.ids import OTHER_UID, OTHER_USER, TEST_UID, TEST_USER
 from harness.images import import_base_images
 from harness.sandbox import EtcSandbox
@@ -97,6 +97,18 @@ def remap_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
     d.destroy()
 
 
+@pytest.fixture(scope="session")
+def remap_engine_26(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
+    """The same as ``remap_engine`` with Debian trixie's Docker 26.1, from its own root filesystem."""
+    d = PrivateDaemon(f"remap26-{SESSION}", version="26.1")
+    d.destroy()
+    d.write_config({"userns-remap": TEST_USER})
+    d.start()
+    import_base_images(d)
+    yield d
+    d.destroy()
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """devbox's environment in an /etc sandbox: its own state dirs, daemon.json in the sandbox, the test user."""
@@ -111,8 +123,10 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def etc_sandbox(test_user: dict[str, object], request: pytest.FixtureRequest) -> Iterator[EtcSandbox]:
-    """A fresh /etc overlay (over the suite's) for tests that edit host configuration."""
-    sb = EtcSandbox(request.node.name[:20].replace("[", "-").replace("]", ""))
+    """A fresh /etc overlay (over the suite's) for tests that edit host configuration; its daemons are
+    the host's Docker (20.10), or the version a test module asks for with ``docker_version``."""
+    version = getattr(request, "param", None) or DOCKERS[0]
+    sb = EtcSandbox(request.node.name[:20].replace("[", "-").replace("]", "").replace(".", ""), docker_version=version)
     yield sb
     sb.close()
 

@@ -93,7 +93,7 @@ def test_remap_off_fixed_then_old_images_counted(etc_sandbox: EtcSandbox, env: d
     assert found["daemon.live"]["status"] == "fail"
     assert found["daemon.live"]["evidence"][-1] == f"the engine at {d.host} runs containers as real root (no userns-remap)"
     assert found["daemon.live"]["fix"] == "restart dockerd after configuring: sudo devbox remap --apply"
-    assert found["probe.file-owner"]["evidence"] == [f"created as container root: host uid 0, gid 0 (want {UID}, {UID})"]
+    assert found["probe.file-owner"]["evidence"] == [f"created by container root: host uid 0, gid 0 (want {UID}, {UID})"]
     assert found["probe.process"]["evidence"] == ["container root's process: host uid 0, gid 0"]
     assert found["daemon.old-images"] == {
         "id": "daemon.old-images", "group": "daemon", "status": "ok", "title": "images from before the remap",
@@ -143,7 +143,7 @@ def test_reversed_subuid_lines(etc_sandbox: EtcSandbox, env: dict[str, str]) -> 
     assert found["daemon.live"]["evidence"][-1] == (
         f"the engine at {d.host} remaps container root to 100000:100000, not to devbox-tester ({UID}:{UID})")
     assert found["probe.file-owner"]["evidence"] == [
-        f"created as container root: host uid 100000, gid 100000 (want {UID}, {UID})"
+        f"created by container root: host uid 100000, gid 100000 (want {UID}, {UID})"
     ]
     rc, found, err = _fix(sb, d, env)
     assert rc == 0, err

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 
-from harness.daemon import PrivateDaemon
+import pytest
+
+from harness.daemon import DOCKERS, PrivateDaemon
 from harness.ids import TEST_UID
 from harness.sandbox import EtcSandbox
+
+# every test here runs against the host's Docker 20.10 and against Docker 26.1 (trixie's)
+pytestmark = pytest.mark.parametrize("etc_sandbox", DOCKERS, indirect=True)
 
 USER = "devbox-tester"
 UID = TEST_UID
@@ -111,7 +116,7 @@ def test_reversed_lines_detected_and_fixed(etc_sandbox: EtcSandbox, env: dict[st
     assert found["daemon.live"]["evidence"][-1] == (
         f"the engine at {d.host} remaps container root to 100000:100000, not to devbox-tester ({UID}:{UID})")
     assert found["probe.file-owner"]["evidence"] == [
-        f"created as container root: host uid 100000, gid 100000 (want {UID}, {UID})"
+        f"created by container root: host uid 100000, gid 100000 (want {UID}, {UID})"
     ]
 
     r = _apply(sb, d, env)
@@ -195,6 +200,32 @@ def test_daemon_that_cannot_start_rolls_back_byte_identical(etc_sandbox: EtcSand
     assert _snapshot(sb) == before
     assert d.ping()
     assert "name=userns" not in d.docker("info", "--format", "{{.SecurityOptions}}").stdout
+
+
+def test_a_daemon_json_dockerd_would_refuse(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
+    """daemon.json edited since dockerd started, with a key dockerd does not know.  Docker 26.1 has
+    ``dockerd --validate``: devbox asks it first and writes nothing.  20.10 has none: the restart is the
+    test, and the rollback cannot bring dockerd back either, since the old file is just as bad."""
+    sb = etc_sandbox
+    d = _setup(sb, "rm-val", "someone:300000:65536\n", config={"debug": False})
+    sb.write("/etc/docker/daemon.json", '{"debug": false, "bogus-key": true}\n')
+    before = _snapshot(sb)
+    r = sb.devbox("remap", "--apply", "--dry-run", env={**env, **d.env})
+    assert ("this dockerd has no --validate" in r.stderr) == (d.version == "20.10"), r.stdout + r.stderr
+    r = _apply(sb, d, env)
+    assert "Traceback" not in r.stderr
+    assert _snapshot(sb) == before
+    if d.version == "20.10":
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "the files were put back, but dockerd did not come back on the old configuration either" in r.stderr
+        assert not d.ping()
+    else:
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.splitlines()[-1] == (
+            "devbox: error: dockerd --validate rejects the new /etc/docker/daemon.json: unable to configure the "
+            "Docker daemon: the following directives don't match any configuration option: bogus-key; nothing "
+            "was changed (what had been written is put back)")
+        assert d.ping()  # never restarted
 
 
 def test_bad_inputs_one_line_nonzero_nothing_written(etc_sandbox: EtcSandbox, env: dict[str, str]) -> None:
