@@ -133,7 +133,8 @@ def etc_sandbox(test_user: dict[str, object], request: pytest.FixtureRequest) ->
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_stray_watchers() -> Iterator[None]:
-    """`devbox up` starts a background ownership watcher as the test user; none may outlive the session."""
+    """`devbox up` starts a background ownership watcher as the test user; none of this session's may
+    outlive it (watchers inherit DEVBOX_TEST_SESSION through the environment)."""
     yield
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -141,6 +142,9 @@ def _no_stray_watchers() -> Iterator[None]:
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             if entry.stat().st_uid != TEST_UID or b"--background" not in argv or b"devbox" not in argv:
+                continue
+            # only this session's: another test session on the machine has watchers of its own
+            if f"DEVBOX_TEST_SESSION={SESSION}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
             os.kill(int(entry.name), 15)
         except (OSError, ValueError):
