@@ -79,9 +79,11 @@ class PrivateDaemon:
         extra_args: list[str] | None = None,
         in_namespace: int | None = None,
         version: str = DOCKERS[0],
+        storage_driver: str | None = "overlay2",
     ) -> None:
         self.name = name
         self.version = version
+        self.storage_driver = storage_driver  # None: dockerd's choice (the containerd store picks its snapshotter)
         self.data_root = STATE / name / "data"
         self.exec_root = RUN / name / "exec"
         self.socket = RUN / name / "docker.sock"
@@ -113,7 +115,7 @@ class PrivateDaemon:
             f"--pidfile={self.pidfile}",
             f"--bridge={self.bridge}",
             f"--config-file={self.config_file}",
-            "--storage-driver=overlay2",
+            *([f"--storage-driver={self.storage_driver}"] if self.storage_driver else []),
             "--log-level=warn",
             *self.extra_args,
         ]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.daemon import RUN, SESSION, PrivateDaemon
+from harness.daemon import DOCKERS, RUN, SESSION, PrivateDaemon
 from harness.ids import OTHER_UID, TEST_UID
 from harness.images import import_base_images
 
@@ -115,12 +115,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def engine(remap_engine: PrivateDaemon) -> Iterator[PrivateDaemon]:
-    yield remap_engine
+def _remove_project_containers(d: PrivateDaemon) -> None:
     # leave no containers behind for the next module (images stay: they are the session's build cache)
-    for cid in remap_engine.docker("ps", "-aq", "--filter", "label=devbox.project").stdout.split():
-        remap_engine.docker("rm", "-f", cid, check=False)
+    for cid in d.docker("ps", "-aq", "--filter", "label=devbox.project").stdout.split():
+        d.docker("rm", "-f", cid, check=False)
+
+
+@pytest.fixture(scope="module", params=DOCKERS)
+def engine(request: pytest.FixtureRequest) -> Iterator[PrivateDaemon]:
+    """The remapped engine, on each Docker of the matrix (Debian 12's 20.10, trixie's 26.1)."""
+    d: PrivateDaemon = request.getfixturevalue("remap_engine" if request.param == DOCKERS[0] else "remap_engine_26")
+    yield d
+    _remove_project_containers(d)
+
+
+@pytest.fixture(scope="module")
+def host_engine(remap_engine: PrivateDaemon) -> Iterator[PrivateDaemon]:
+    """Only the host's Docker: for tests of a profile's contents (node, the IDE), which the engine's
+    version does not change, so the slow image builds run once (README: the test matrix)."""
+    yield remap_engine
+    _remove_project_containers(remap_engine)
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -300,10 +314,10 @@ def _engine_pids(d: PrivateDaemon, names: tuple[str, ...]) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def crash_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
-    """A dedicated remapped dockerd: this test kills it, and the shared one must stay up."""
-    d = PrivateDaemon(f"crash-{SESSION}")
+@pytest.fixture(params=DOCKERS)
+def crash_engine(test_user: dict[str, object], request: pytest.FixtureRequest) -> Iterator[PrivateDaemon]:
+    """A dedicated remapped dockerd (each Docker of the matrix): this test kills it, and the shared one must stay up."""
+    d = PrivateDaemon(f"crash-{SESSION}", version=request.param)
     d.destroy()
     d.write_config({"userns-remap": USER})
     d.start()
@@ -405,7 +419,8 @@ def container_ids_after_restart(engine: PrivateDaemon) -> dict[str, str]:
 # --- other profiles ---------------------------------------------------------------------------------
 
 
-def test_node_profile_smoke(engine: PrivateDaemon) -> None:
+def test_node_profile_smoke(host_engine: PrivateDaemon) -> None:
+    engine = host_engine
     root = make_project("nodeapp", 'name = "nodeapp"\nprofile = "node"\n')
     ok(devbox(engine, root, "up", "-d"))
     r = ok(devbox(engine, root, "exec", "runtime", "--", "node", "-e", "console.log(process.versions.node.split('.')[0])"))
@@ -417,7 +432,8 @@ def test_node_profile_smoke(engine: PrivateDaemon) -> None:
     ok(devbox(engine, root, "down", "--volumes"))
 
 
-def test_ide_profile_serves_jupyterlab_showing_the_work_dir(engine: PrivateDaemon) -> None:
+def test_ide_profile_serves_jupyterlab_showing_the_work_dir(host_engine: PrivateDaemon) -> None:
+    engine = host_engine
     chromium = shutil.which("chromium")
     assert chromium, "tests/run installs chromium"
     port = free_port()
