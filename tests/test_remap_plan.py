@@ -193,3 +193,50 @@ def test_files_right_but_daemon_not_remapped_plans_a_restart_only() -> None:
 def test_kernel(kernel: Kernel, status: str, fix: str | None) -> None:
     f = assess_kernel(kernel)
     assert (f.status, f.fix) == (status, fix)
+
+
+# --- the containerd image store and Docker 29 (moby#51042) -------------------------------------------------
+
+
+def _docker(version: str, store: str = "graphdriver", images: int = 3) -> EngineInfo:
+    return EngineInfo("unix:///var/run/docker.sock", version, "1.52", ("name=seccomp",), "/var/lib/docker", images, 0,
+                      False, image_store=store)
+
+
+def test_store_under_remap_by_version_and_key() -> None:
+    from devbox.remap.assess import store_under_remap
+
+    assert store_under_remap(26, None) == ("graphdriver", None)
+    assert store_under_remap(26, True) == ("containerd", None)  # seen on 26.1: obeyed, remap runs on it
+    store, why = store_under_remap(29, None)
+    assert store == "graphdriver" and why == "Docker 29 turns the containerd image store off while userns-remap is set (moby#51042)"
+    store, why = store_under_remap(30, True)
+    assert store == "graphdriver" and why is not None and "is ignored, with only a warning in dockerd's log" in why
+    assert store_under_remap(None, True) == ("containerd", None)
+
+
+@pytest.mark.parametrize(("version", "dropped"), [("29.0.1", True), ("26.1.5+dfsg1", False), ("28.5.2", False)])
+def test_an_explicit_containerd_store_key_is_taken_out_only_where_dockerd_ignores_it(version: str, dropped: bool) -> None:
+    daemon = {"features": {"containerd-snapshotter": True, "buildkit": True}, "debug": True}
+    p = plan(state(GOOD, daemon=daemon, engine=_docker(version, "containerd")), PATHS)
+    dj = next(c for c in p.changes if c.path == PATHS.daemon_json)
+    new = json.loads(dj.new)
+    assert new["userns-remap"] == "mino" and new["debug"] is True
+    if dropped:
+        assert new["features"] == {"buildkit": True}
+        assert dj.reasons[1] == (
+            'removed "features": {"containerd-snapshotter": true}: Docker 29 turns the containerd image store off '
+            'while userns-remap is set (moby#51042): "features": {"containerd-snapshotter": true} in daemon.json is '
+            "ignored, with only a warning in dockerd's log; images in the containerd store stay on disk")
+    else:
+        assert new["features"] == daemon["features"] and len(dj.reasons) == 1
+
+
+def test_the_features_table_goes_when_the_key_was_its_only_entry() -> None:
+    daemon = {"features": {"containerd-snapshotter": True}}
+    p = plan(state(GOOD, daemon=daemon, engine=_docker("29.1.0", "containerd")), PATHS)
+    assert json.loads(next(c for c in p.changes if c.path == PATHS.daemon_json).new) == {"userns-remap": "mino"}
+    # an explicit false is what dockerd does anyway: kept
+    p = plan(state(GOOD, daemon={"features": {"containerd-snapshotter": False}}, engine=_docker("29.1.0")), PATHS)
+    assert json.loads(next(c for c in p.changes if c.path == PATHS.daemon_json).new)["features"] == {
+        "containerd-snapshotter": False}

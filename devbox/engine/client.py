@@ -108,6 +108,13 @@ class EngineInfo:
     # Podman only: the rootless user namespace's maps as Podman reads them (container = its id inside)
     podman_uid_map: IdMap = ()
     podman_gid_map: IdMap = ()
+    image_store: str = "graphdriver"  # or "containerd" (the containerd image store, Docker 24+; default in 29)
+
+    @property
+    def major(self) -> int | None:
+        """The engine's major version (``26`` from ``26.1.5+dfsg1``), None when unknown."""
+        head = self.version.split(".", 1)[0]
+        return int(head) if head.isdigit() else None
 
     @property
     def kind(self) -> str:
@@ -214,6 +221,8 @@ def inspect_engine(api: Api | docker.DockerClient) -> EngineInfo:
         platform=str((versions.get("Platform") or {}).get("Name", "")),
         podman_uid_map=uid_map,
         podman_gid_map=gid_map,
+        image_store="containerd" if any(list(pair)[:2] == ["driver-type", "io.containerd.snapshotter.v1"]
+                                        for pair in raw.get("DriverStatus") or ()) else "graphdriver",
     )
     api_version = parse_api_version(result.api_version)
     if api_version is not None and api_version < MIN_API_VERSION:

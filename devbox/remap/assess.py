@@ -183,6 +183,31 @@ def run_probe(api: Api, user: User, choice: Choice | Refusal) -> tuple[ProbeResu
 # --- assessment (pure) ----------------------------------------------------------
 
 
+SNAPSHOTTER = "containerd-snapshotter"
+C8D_OFF_UNDER_REMAP = 29  # moby#51042: from Docker 29, userns-remap turns the containerd image store off
+
+
+def snapshotter_key(state: HostState) -> bool | None:
+    """``features.containerd-snapshotter`` in daemon.json (None when not set)."""
+    features = state.daemon_json.data.get("features") if state.daemon_json else None
+    value = features.get(SNAPSHOTTER) if isinstance(features, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def store_under_remap(major: int | None, key: bool | None) -> tuple[str, str | None]:
+    """The image store dockerd uses once userns-remap is on, and what to tell the user about it.
+
+    Docker 29 made the containerd store the default and turns it off whenever userns-remap is set,
+    with only a warning in its log, even when daemon.json asks for it (moby#51042; BuildKit breaks on
+    the combination, moby#47377).  Before 29 the key is obeyed (seen on 26.1: remap runs on it)."""
+    if major is not None and major >= C8D_OFF_UNDER_REMAP:
+        why = ("Docker 29 turns the containerd image store off while userns-remap is set (moby#51042)"
+               + (f": \"features\": {{\"{SNAPSHOTTER}\": true}} in daemon.json is ignored, with only a warning in "
+                  "dockerd's log" if key else ""))
+        return "graphdriver", why
+    return ("containerd" if key else "graphdriver"), None
+
+
 def free_range(state: HostState) -> tuple[int, int] | None:
     """``(start, count)``: a range free in both files, clear of every account and every other range,
     inside login.defs' SUB_UID/SUB_GID bounds; None when there is none."""

@@ -15,7 +15,15 @@ from devbox.engine.endpoint import find_endpoint
 from devbox.errors import DevboxError, Exit, HostError
 from devbox.host.user import User, refuse_root, resolve_user
 from devbox.paths import Paths
-from devbox.remap.assess import FIX_APPLY, HostState, assess, assess_kernel, observe_host
+from devbox.remap.assess import (
+    FIX_APPLY,
+    HostState,
+    assess,
+    assess_kernel,
+    observe_host,
+    snapshotter_key,
+    store_under_remap,
+)
 
 # The check (the common, timed path: benchmarks/bench_remap.py) imports only what it reads;
 # devbox.host.change, devbox.host.journal and devbox.remap.plan are imported by --apply and --revert.
@@ -65,6 +73,7 @@ def remap_report_json(state: HostState, findings: list[Finding]) -> dict[str, An
         "engine": None if state.engine is None else {
             "kind": state.engine.kind, "product": state.engine.product, "version": state.engine.version,
             "api_version": state.engine.api_version, "host": state.engine.host, "source": find_endpoint().source,
+            "image_store": state.engine.image_store,
         },
         "strategy": ({"name": c.strategy, "why": c.why, "setting": state.setting} if isinstance(c := state.choice, Choice)
                      else {"name": None, "refused": c.message, "fix": c.fix, "setting": state.setting}),
@@ -162,9 +171,14 @@ def change_command(
     if dry_run:
         return Exit.OK
     if state.engine is not None and not state.engine.userns:
-        console.info(f"while remap is on, the {state.engine.images} image(s) and {state.engine.containers} container(s) "
-                     f"under {state.engine.data_root} are not visible (dockerd uses {state.engine.data_root}/"
-                     f"{target.uid}.{target.gid}); nothing is deleted, and `devbox remap --revert` shows them again")
+        e = state.engine
+        store = "the containerd image store" if e.image_store == "containerd" else e.data_root
+        console.info(f"while remap is on, the {e.images} image(s) and {e.containers} container(s) in {store} are not "
+                     f"visible (dockerd uses {e.data_root}/{target.uid}.{target.gid}); nothing is deleted, and "
+                     "`devbox remap --revert` shows them again")
+        _, why = store_under_remap(e.major, snapshotter_key(state))
+        if why:
+            console.info(f"note: {why}; images you build or pull from now on go to the classic store")
     if not yes and not console.confirm("Apply these changes and restart dockerd?"):
         raise DevboxError("not confirmed; nothing was changed", hint="re-run with --yes to skip the question")
     stamp = apply_remap(paths, target, p, restart_cmd, progress=console.info)

@@ -29,7 +29,17 @@ from devbox.host.change import FileChange, json_indent
 from devbox.host.observe import DaemonJson
 from devbox.host.user import User
 from devbox.paths import Paths
-from devbox.remap.assess import KEY, HostState, assess_engine, assess_probe, observe_host, selects_user
+from devbox.remap.assess import (
+    KEY,
+    SNAPSHOTTER,
+    HostState,
+    assess_engine,
+    assess_probe,
+    observe_host,
+    selects_user,
+    snapshotter_key,
+    store_under_remap,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +130,26 @@ def plan_daemon_json(state: HostState, path: Path) -> FileChange | None:
         data[KEY] = want
         reason = (f"set \"{KEY}\": \"{want}\"" + (f" (was \"{current}\")" if current is not None else "")
                   + "; every other key is kept")
+    reasons = (reason,) + _drop_ignored_snapshotter(state, data)
     indent = json_indent(dj.text)
     new = json.dumps(data, indent=indent) + "\n"
-    return FileChange(path, dj.text, new, dj.exists, (reason,), json_key=KEY, json_before=current)
+    return FileChange(path, dj.text, new, dj.exists, reasons, json_key=KEY, json_before=current)
+
+
+def _drop_ignored_snapshotter(state: HostState, data: dict[str, object]) -> tuple[str, ...]:
+    """On Docker 29+, an explicit ``"containerd-snapshotter": true`` is ignored under remap: take it out
+    (like a duplicate flag), so the file says what dockerd does; the backup keeps it for --revert."""
+    key = snapshotter_key(state)
+    _, why = store_under_remap(state.engine.major if state.engine else None, key)
+    features = data.get("features")
+    if not key or why is None or not isinstance(features, dict):
+        return ()
+    rest = {k: v for k, v in features.items() if k != SNAPSHOTTER}
+    if rest:
+        data["features"] = rest
+    else:
+        del data["features"]
+    return (f"removed \"features\": {{\"{SNAPSHOTTER}\": true}}: {why}; images in the containerd store stay on disk",)
 
 
 def plan_remap(state: HostState, paths: Paths) -> RemapPlan:

@@ -18,8 +18,10 @@ from harness.daemon import DOCKERS, PrivateDaemon
 def main() -> int:
     action, name, *extra = sys.argv[1:]
     version = next((a.split("=", 1)[1] for a in extra if a.startswith("--docker=")), DOCKERS[0])
-    extra = [a for a in extra if not a.startswith("--docker=")]
-    d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra, version=version)
+    storage = next((a.split("=", 1)[1] for a in extra if a.startswith("--storage=")), "overlay2")
+    extra = [a for a in extra if not a.startswith(("--docker=", "--storage="))]
+    d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra, version=version,
+                      storage_driver=None if storage == "default" else storage)
     if action in ("stop", "restart"):
         d.stop()
     if action in ("start", "restart"):

@@ -91,12 +91,12 @@ class EtcSandbox:
     # --- a daemon that lives in the sandbox ----------------------------------
 
     def daemon(self, name: str, config: dict[str, object] | None = None, extra_args: list[str] | None = None,
-               version: str | None = None) -> PrivateDaemon:
+               version: str | None = None, storage_driver: str | None = "overlay2") -> PrivateDaemon:
         """A private dockerd reading the sandbox's /etc/docker/daemon.json, /etc/subuid and /etc/subgid.
         ``version`` is one of ``harness.daemon.DOCKERS`` (default: the sandbox's ``docker_version``)."""
         name = f"{name}-{SESSION}"
         d = PrivateDaemon(name, config_file=Path("/etc/docker/daemon.json"), extra_args=extra_args, in_namespace=self.pid,
-                          version=version or self.docker_version)
+                          version=version or self.docker_version, storage_driver=storage_driver)
         d.destroy()
         if config is not None:
             import json
@@ -113,7 +113,7 @@ class EtcSandbox:
 
     def ctl_argv(self, d: PrivateDaemon, action: str) -> list[str]:
         return [sys.executable, str(REPO / "tests" / "harness" / "ctl.py"), action, d.name, f"--docker={d.version}",
-                *d.extra_args]
+                f"--storage={d.storage_driver or 'default'}", *d.extra_args]
 
     def restart_cmd(self, d: PrivateDaemon) -> str:
         """A ``--restart-cmd`` for devbox: restarts ``d`` in place, as systemctl would."""
