@@ -158,6 +158,20 @@ def profiles(json_out: bool = typer.Option(False, "--json", help="Machine-readab
     raise typer.Exit(int(stack.profiles(json_out=json_out)))
 
 
+@app.command()
+def images(
+    releases: Optional[list[str]] = typer.Argument(None, help="Debian releases for --bootstrap (default: those the project's builds start FROM)."),
+    bootstrap: bool = typer.Option(False, "--bootstrap", help="Make Debian base images locally with mmdebstrap and import them (no registry needed)."),
+    force: bool = typer.Option(False, "--force", help="With --bootstrap: make them again even when the engine has them."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+) -> None:
+    """The base images the project's builds start FROM, whether the engine has them; --bootstrap makes Debian's."""
+    from devbox.stack import bootstrap as images_cmd
+
+    raise typer.Exit(int(images_cmd.images_command(releases=releases or [], do_bootstrap=bootstrap, force=force,
+                                                   json_out=json_out)))
+
+
 # --- doctor (devbox.doctor) ------------------------------------------------
 
 

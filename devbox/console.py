@@ -130,6 +130,30 @@ def choose(question: str, choices: Sequence[str], default: str) -> str:
         stderr.print(f"[yellow]pick a number 1-{len(choices)} or a name[/]")
 
 
+class Activity:
+    """One long step: a spinner with a changing line on a terminal; its first line only, otherwise."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._status: Any = None
+
+    def __enter__(self) -> Activity:
+        if stderr.is_terminal:
+            self._status = stderr.status(escape(self._text))
+            self._status.__enter__()
+        else:
+            info(self._text + " …")
+        return self
+
+    def update(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(escape(text))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+
 class BuildProgress:
     """Image builds: a live bar per image on a terminal, one line per build step otherwise.
 

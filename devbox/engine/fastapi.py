@@ -123,21 +123,52 @@ class Api:
         # the import streams JSON progress; an error arrives as {"error": ...} with status 200
         status, raw = self.request("POST", "/images/create", query={"fromSrc": "-", "repo": repository, "tag": tag},
                                    data=data, content_type="application/x-tar")
+        self._after_import(status, raw, repository, tag)
+
+    def _after_import(self, status: int, raw: bytes, repository: str, tag: str) -> None:
         from devbox.engine.errors import from_status
 
         if status >= 400:
             raise from_status(status, raw.decode(errors="replace").strip()[-300:])
-        for line in raw.splitlines():
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
+        for message in map(_json_or_none, raw.splitlines()):
             if isinstance(message, dict) and message.get("error"):
                 raise from_status(500, str(message["error"])[-300:], "image import failed")
         ids = [str(m.get("status")) for m in map(_json_or_none, raw.splitlines())
                if isinstance(m, dict) and str(m.get("status", "")).startswith("sha256:")]
         if ids and not self.image_exists(f"{repository}:{tag}"):
             self.call("POST", f"/images/{ids[-1]}/tag", query={"repo": repository, "tag": tag})
+
+    def import_file(self, fh: Any, size: int, repository: str, tag: str,
+                    progress: Any = None) -> None:
+        """Import a root filesystem tarball streamed from ``fh`` (``size`` bytes) as ``repository:tag``;
+        ``progress(bytes_sent)`` is called as it goes.  Like :meth:`import_image`, tagged by id (Podman)."""
+        sent = told = 0
+
+        class _Reader:
+            def read(self, n: int = 1 << 16) -> bytes:
+                nonlocal sent, told
+                chunk: bytes = fh.read(max(n, 1 << 16))
+                sent += len(chunk)
+                if progress is not None and (sent - told >= 1 << 22 or not chunk):  # every 4 MiB
+                    told = sent
+                    progress(sent)
+                return chunk
+
+        from devbox.engine.errors import from_os_error
+
+        url = "/images/create?" + urllib.parse.urlencode({"fromSrc": "-", "repo": repository, "tag": tag})
+        try:
+            self._conn.request("POST", url, body=_Reader(),
+                               headers={"Content-Type": "application/x-tar", "Content-Length": str(size)})
+            resp = self._conn.getresponse()
+            status, raw = resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._conn.close()
+            raise from_os_error(exc, self.host, "POST /images/create", self.timeout) from None
+        self._after_import(status, raw, repository, tag)
+
+    def tag(self, ref: str, repository: str, tag: str) -> None:
+        self.call("POST", f"/images/{urllib.parse.quote(ref, safe='')}/tag", query={"repo": repository, "tag": tag})
 
     def create_container(self, spec: dict[str, Any]) -> str:
         result = self.call("POST", "/containers/create", body=spec)

@@ -84,7 +84,7 @@ def run_restart(commands: list[list[str]], timeout: float = 120) -> str | None:
     return None
 
 
-def dockerd_argv() -> list[str]:
+def dockerd_command() -> list[str]:
     """The dockerd to ask for ``--help`` and ``--validate``: ``DEVBOX_DOCKERD`` (a command line), else ``dockerd``."""
     return shlex.split(os.environ.get("DEVBOX_DOCKERD") or "dockerd")
 
@@ -92,7 +92,7 @@ def dockerd_argv() -> list[str]:
 def validate_available() -> bool:
     """Does this dockerd have ``--validate`` (Docker 23+)?"""
     try:
-        return "--validate" in subprocess.run([*dockerd_argv(), "--help"], capture_output=True, text=True,
+        return "--validate" in subprocess.run([*dockerd_command(), "--help"], capture_output=True, text=True,
                                               timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return False
@@ -104,7 +104,7 @@ def validate(config_file: Path) -> str | None:
     ``None`` (valid, or a dockerd without --validate)."""
     if not validate_available():
         return None
-    r = subprocess.run([*dockerd_argv(), "--validate", f"--config-file={config_file}"], capture_output=True, text=True)
+    r = subprocess.run([*dockerd_command(), "--validate", f"--config-file={config_file}"], capture_output=True, text=True)
     if r.returncode == 0:
         return None
     lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if not ln.startswith("time=")]

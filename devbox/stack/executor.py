@@ -179,10 +179,14 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
 
 def pull_failed(image: str, why: str, prefix: str = "") -> EngineError:
     """The engine could not get ``image`` from its registry: a network or registry problem, said so."""
+    from devbox.stack.bootstrap import debian_release
+
+    release = debian_release(image)
+    local = (f"or make it here without a registry: devbox images --bootstrap {release}" if release else
+             "or load the image into the engine (docker load -i FILE, or docker import of a rootfs tarball)")
     return EngineError(
         f"{prefix}cannot get the image {image}: {why}", kind=EngineErrorKind.PULL_FAILED,
-        hint=f"the engine could not pull it: check that it reaches its registry (docker pull {image}), "
-             "or load the image into the engine (docker load -i FILE, or docker import of a rootfs tarball)",
+        hint=f"the engine could not pull it: check that it reaches its registry (docker pull {image}), {local}",
     )
 
 
