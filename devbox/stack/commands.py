@@ -100,13 +100,14 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
 def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     """Observe, plan, guard, execute; the ownership watcher follows the stack (``up`` and ``switch``)."""
     from devbox.stack import executor
-    from devbox.stack.guard import guard_remap
+    from devbox.stack.guard import guard_engine, guard_remap
     from devbox.stack.observe import observe_project
     from devbox.stack.reconcile import reconcile
     from devbox.watch import process as watcher
 
     stack = project.stack(profile)
     client = connect()
+    guard_engine(client, project)
     plan = reconcile(stack, observe_project(client, stack.project, [ref for ref, _ in stack.images]))
     if dry_run:
         console.say(str(plan))

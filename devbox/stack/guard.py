@@ -76,6 +76,21 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> Rema
     return RemapVerdict(True, "probe-verified")
 
 
+def guard_engine(client: docker.DockerClient, project: Project) -> None:
+    """The project's ``[ownership] strategy`` must work on this engine; ``up`` on Podman is not built yet."""
+    from devbox.core.ownership import Refusal, choose_strategy
+
+    info = engine.inspect_engine(client)
+    choice = choose_strategy(info.kind, project.strategy)
+    if isinstance(choice, Refusal):
+        raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
+    if info.product == "podman":
+        raise DevboxError(
+            f"devbox up does not run on Podman yet ({info.label} at {info.host}; strategy {choice.strategy} "
+            "is proven by `devbox remap`)",
+            hint="devbox remap, doctor and images work on Podman; run the stack on Docker for now")
+
+
 def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, user: User, paths: Paths) -> None:
     """``[remap] policy``: refuse (require) or warn before starting services that bind-mount host dirs."""
     if project.remap is RemapPolicy.OFF:

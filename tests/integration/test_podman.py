@@ -145,3 +145,10 @@ def test_doctor_names_the_engine_and_the_strategy_and_skips_dockerd(podman: Root
             "Podman maps ids per container") in found["engine.kind"]["evidence"]
     assert found["engine.kind"]["fix"] == 'use strategy = "auto" (keep-id on this engine)'
     assert found["probe.file-owner"]["status"] == "skip"
+
+    # up says what it cannot do yet, in one line, and starts nothing
+    (proj / "devbox.toml").write_text('name = "proj"\n')
+    r = _devbox(p, "up", "-d", cwd=str(proj))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("devbox: error: devbox up does not run on Podman yet (Podman 4.3.1 (API 1.41), rootless")
+    assert p.podman("ps", "-aq").stdout == ""
