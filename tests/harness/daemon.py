@@ -64,6 +64,21 @@ def _free_subnet() -> str:
     raise RuntimeError("no free 172.31.N.0/24 subnet for a test bridge")
 
 
+def _alive(pid: int) -> bool:
+    """Is ``pid`` still running?  A dockerd this process started is its child: once it exits it is a
+    zombie (``kill(pid, 0)`` still succeeds) until reaped, so reap it here."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (started by ctl.py): init reaps it
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class PrivateDaemon:
     """One dockerd.  ``config`` is written to its own daemon.json (``--config-file``).
 
@@ -214,13 +229,12 @@ class PrivateDaemon:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 break
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
+            _alive(pid)
         # dockerd removes its pidfile on clean exit; a stale one confuses the next start
         self.pidfile.unlink(missing_ok=True)
 
@@ -235,7 +249,12 @@ class PrivateDaemon:
             return "<no log>"
 
     def destroy(self) -> None:
-        """Stop and remove everything this daemon owns (bridge, state)."""
+        """Stop and remove everything this daemon owns (bridge, state).  Its containers are killed first:
+        a graceful daemon stop gives each one 10 s, and these are disposable."""
+        if self.pid() is not None and self.socket.exists():
+            ids = self.docker("ps", "-q", check=False, timeout=30).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False, timeout=60)
         self.stop()
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         shutil.rmtree(STATE / self.name, ignore_errors=True)
