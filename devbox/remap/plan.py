@@ -18,7 +18,6 @@ from devbox.core.idmap import (
     Account,
     SubidFile,
     account_overlaps,
-    allocate,
     range_overlaps,
     seed_style,
     sub_bounds,
@@ -35,6 +34,7 @@ from devbox.remap.assess import (
     HostState,
     assess_engine,
     assess_probe,
+    free_range,
     observe_host,
     selects_user,
     snapshotter_key,
@@ -154,18 +154,14 @@ def _drop_ignored_snapshotter(state: HostState, data: dict[str, object]) -> tupl
 
 def plan_remap(state: HostState, paths: Paths) -> RemapPlan:
     u = state.user
-    lo, hi, count = sub_bounds(state.login_defs, "SUB_UID")
-    glo, ghi, gcount = sub_bounds(state.login_defs, "SUB_GID")
-    count = max(count, gcount, MIN_SUBORDINATE)
-    taken = [(e.start, e.end) for e in state.subuid.entries if e.owner != u.name]
-    taken += [(e.start, e.end) for e in state.subgid.entries if e.owner != u.group]
-    taken += [(a.id, a.id + 1) for a in state.accounts + state.groups]
-    # the user's own good ranges stay; allocate clear of them too
-    taken += [(e.start, e.end) for e in state.subuid.entries + state.subgid.entries if e.owner in (u.name, u.group)]
-    start = allocate(taken, count, max(lo, glo), min(hi, ghi))
-    if start is None:
-        raise HostError(f"no free range of {count} subordinate ids between {max(lo, glo)} and {min(hi, ghi)}",
-                        where=str(paths.login_defs), hint="raise SUB_UID_MAX/SUB_GID_MAX or free a range")
+    free = free_range(state)
+    if free is None:
+        lo, hi, count = sub_bounds(state.login_defs, "SUB_UID")
+        glo, ghi, gcount = sub_bounds(state.login_defs, "SUB_GID")
+        raise HostError(f"no free range of {max(count, gcount, MIN_SUBORDINATE)} subordinate ids between "
+                        f"{max(lo, glo)} and {min(hi, ghi)}", where=str(paths.login_defs),
+                        hint="raise SUB_UID_MAX/SUB_GID_MAX or free a range")
+    start, count = free
     changes = [
         plan_subid(state.subuid, u.name, u.uid, state.accounts, start, count),
         plan_subid(state.subgid, u.group, u.gid, state.groups, start, count),

@@ -85,28 +85,26 @@ def plain_engine(sandboxed: None) -> Iterator[PrivateDaemon]:
     d.destroy()
 
 
-@pytest.fixture(scope="session")
-def remap_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
-    """A private dockerd with ``userns-remap`` for the test user (container root = uid 1500)."""
-    d = PrivateDaemon(f"remap-{SESSION}")
+def _remapped(name: str, version: str) -> Iterator[PrivateDaemon]:
+    d = PrivateDaemon(f"{name}-{SESSION}", version=version)
     d.destroy()
     d.write_config({"userns-remap": TEST_USER})
     d.start()
     import_base_images(d)
     yield d
     d.destroy()
+
+
+@pytest.fixture(scope="session")
+def remap_engine(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
+    """A private dockerd with ``userns-remap`` for the test user (container root = uid 1500)."""
+    yield from _remapped("remap", DOCKERS[0])
 
 
 @pytest.fixture(scope="session")
 def remap_engine_26(test_user: dict[str, object]) -> Iterator[PrivateDaemon]:
     """The same as ``remap_engine`` with Debian trixie's Docker 26.1, from its own root filesystem."""
-    d = PrivateDaemon(f"remap26-{SESSION}", version="26.1")
-    d.destroy()
-    d.write_config({"userns-remap": TEST_USER})
-    d.start()
-    import_base_images(d)
-    yield d
-    d.destroy()
+    yield from _remapped("remap26", "26.1")
 
 
 @pytest.fixture
