@@ -119,6 +119,7 @@ def load_project(
         default_profile=pf.profile,
         remap=pf.remap,
         strategy=pf.strategy,
+        ca_certificates=pf.ca_certificates,
         watch=pf.watch,
         workdirs=tuple(_bind(m, ctx, pf.src, ("workdirs", i)) for i, m in enumerate(pf.workdirs)),
         profiles=profiles,

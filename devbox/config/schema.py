@@ -454,6 +454,7 @@ def _strategy(ck: Checker, path: KeyPath, value: object) -> str:
 
 
 OWNERSHIP = TableSchema({"strategy": KeySpec(_strategy, default="auto")})
+NETWORK = TableSchema({"ca_certificates": KeySpec(Text(), default="auto")})  # auto | host | image | a PEM file
 WATCH = TableSchema({
     "ignore": KeySpec(_strings, default=list(_WATCH_DEFAULTS.ignore)),
     "busy": KeySpec(_strings, default=list(_WATCH_DEFAULTS.busy)),
@@ -472,6 +473,7 @@ PROJECT = TableSchema({
     "remap": KeySpec(Nested(REMAP), default={}),
     "watch": KeySpec(Nested(WATCH), default={}),
     "ownership": KeySpec(Nested(OWNERSHIP), default={}),
+    "network": KeySpec(Nested(NETWORK), default={}),
 })
 
 
@@ -512,6 +514,7 @@ class ProjectFile:
     remap: RemapPolicy
     watch: WatchSettings
     strategy: str  # [ownership] strategy: "auto" or one of devbox.core.ownership.STRATEGIES
+    ca_certificates: str  # [network] ca_certificates: auto, host, image or a path
 
 
 def check_project_file(src: Source) -> ProjectFile:
@@ -533,4 +536,5 @@ def check_project_file(src: Source) -> ProjectFile:
             rescan_interval_s=watch["rescan_interval"],
         ),
         strategy=data["ownership"]["strategy"],
+        ca_certificates=data["network"]["ca_certificates"],
     )

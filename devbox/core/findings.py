@@ -51,6 +51,8 @@ TITLES: dict[str, str] = {
     "project.containers": "no project container runs privileged or in host namespaces",
     "project.leaks": "the work dirs hold only your files",
     "project.inotify": "inotify can watch every work dir directory",
+    "network.proxy": "proxy settings given to builds and services",
+    "network.tls": "a service can reach its package index over HTTPS",
     "watcher.running": "the ownership watcher runs for the running stack",
 }
 

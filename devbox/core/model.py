@@ -190,6 +190,7 @@ class Project:
     workdirs: tuple[Mount, ...]
     profiles: Mapping[str, Profile]
     strategy: str = "auto"  # [ownership] strategy (devbox.core.ownership)
+    ca_certificates: str = "auto"  # [network] ca_certificates (devbox.core.network)
 
     def profile(self, name: str | None = None) -> Profile:
         return self.profiles[name or self.default_profile]

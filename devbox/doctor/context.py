@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox.core.model import LABEL_PROFILE, LABEL_PROJECT, Project
+from devbox.core.network import NetworkFacts
 from devbox.core.ownership import Choice, Refusal, choose_strategy
 from devbox.engine.client import connect, fast_api, inspect_engine
 from devbox.engine.endpoint import Endpoint, find_endpoint
@@ -100,6 +101,13 @@ class Context:
         if p is None or isinstance(p, ConfigError):
             raise ConfigError("no usable devbox.toml")  # unreachable: project.* checks need project.config
         return p
+
+    @cached_property
+    def network_facts(self) -> NetworkFacts:
+        """The CA bundle and proxy settings ``up`` gives this project's services (``[network]``)."""
+        from devbox.host.network import network_facts
+
+        return network_facts(self.project.ca_certificates, self.user.home, self.environ, self.project.root)
 
     @cached_property
     def containers(self) -> list[dict[str, Any]]:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from devbox import console
 from devbox.config import resolve as config
-from devbox.core.model import Profile, Project
+from devbox.core import network
+from devbox.core.model import Profile, Project, Stack
+from devbox.core.network import NetworkFacts
 from devbox.engine.client import connect
 from devbox.engine.errors import call
 from devbox.errors import ConfigError, DevboxError, Exit
@@ -97,6 +99,16 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
     return attach(cid)
 
 
+def desired(project: Project, profile: str | None = None) -> tuple[Stack, NetworkFacts]:
+    """The stack ``profile`` asks for on this host: the profile's services, plus the host's extra CA
+    bundle and proxy settings (``[network]``; :mod:`devbox.core.network`)."""
+    from devbox.host.network import network_facts
+
+    user = resolve_user()
+    facts = network_facts(project.ca_certificates, user.home, project_root=project.root)
+    return network.apply(project.stack(profile), facts), facts
+
+
 def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     """Observe, plan, guard, execute; the ownership watcher follows the stack (``up`` and ``switch``)."""
     from devbox.stack import executor
@@ -105,7 +117,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     from devbox.stack.reconcile import reconcile
     from devbox.watch import process as watcher
 
-    stack = project.stack(profile)
+    stack, facts = desired(project, profile)
     client = connect()
     guard_engine(client, project)
     plan = reconcile(stack, observe_project(client, stack.project, [ref for ref, _ in stack.images]))
@@ -123,7 +135,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     # The watcher imports and scans while the engine works; its ready signal is collected at the end.
     launch = watcher.on_up(project, profile)
     try:
-        report = executor.execute(client, plan)
+        report = executor.execute(client, plan, network.build_args(facts))
     except BaseException:
         if launch is not None:
             launch.cancel()
@@ -236,7 +248,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
 
     project = config.find_project(start)
     client = connect()
-    desired = project.stack()
+    wanted, facts = desired(project)
     from devbox.core.ownership import Choice, choose_strategy
 
     found = observe.containers(client, project.name)
@@ -252,7 +264,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     for c in found:
         d = observe.detail(client, c.id)
         try:
-            want = config_hash(desired.service(c.service))
+            want = config_hash(wanted.service(c.service))
             current = "yes" if want == c.config_hash else "changed"
         except KeyError:
             current = "not in profile"
@@ -279,10 +291,13 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     watcher = watcher_process.status(project.name)
     if json_out:
         console.emit_json({"schema": "devbox.ps/1", "project": project.name, "profile": project.default_profile,
-                           "engine": engine_json, "services": rows, "watcher": watcher.to_json()})
+                           "engine": engine_json, "network": network.to_json(facts), "services": rows,
+                           "watcher": watcher.to_json()})
         return Exit.OK
     console.info(f"engine: {engine.label} at {engine.host}; ownership strategy: "
                  + (strategy or f"none ({engine_json['strategy_refused']})"))
+    for line in network.describe(facts):
+        console.info(f"network: {line}")
     if not rows:
         console.info(f"{project.name}: no containers (devbox up starts them)")
         watcher_process.show(watcher)

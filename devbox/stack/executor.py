@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,9 @@ class Report:
         console.info(line)
 
 
-def execute(client: docker.DockerClient, plan: StackPlan) -> Report:
+def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[str, str] | None = None) -> Report:
+    """Carry ``plan`` out.  ``build_args`` go to every build (the proxy settings: Docker's predefined
+    proxy args, which do not bust the build cache)."""
     started = time.monotonic()
     report = Report()
     prepare = plan.prepare
@@ -83,7 +86,7 @@ def execute(client: docker.DockerClient, plan: StackPlan) -> Report:
             report.add(f"volume {op.name}: removed")
     images = [op for op in prepare if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)]
     if images:
-        _images(client, images, report)
+        _images(client, images, report, dict(build_args or {}))
     services = [op for group in plan.levels for op in group]
     if services:
         _services(client, plan.stack, services, report)
@@ -94,9 +97,10 @@ def execute(client: docker.DockerClient, plan: StackPlan) -> Report:
 # --- images -----------------------------------------------------------------------
 
 
-def _images(client: docker.DockerClient, ops: list[Operation], report: Report) -> None:
+def _images(client: docker.DockerClient, ops: list[Operation], report: Report, build_args: dict[str, str]) -> None:
     with console.BuildProgress() as progress, concurrent.futures.ThreadPoolExecutor(BUILD_WORKERS) as pool:
-        futures = [pool.submit(_build if op.build else _pull, client, op, progress) for op in ops]
+        futures = [pool.submit(functools.partial(_build, build_args=build_args) if op.build else _pull, client, op, progress)
+                   for op in ops]
         errors = []
         for fut in futures:
             try:
@@ -130,7 +134,8 @@ def build_context(build: Build, into: Path, bundle: Path | None) -> Path:
     return ctx
 
 
-def _build(client: docker.DockerClient, op: Operation, progress: console.BuildProgress) -> str:
+def _build(client: docker.DockerClient, op: Operation, progress: console.BuildProgress,
+           build_args: Mapping[str, str] | None = None) -> str:
     assert op.build is not None
     started = time.monotonic()
     progress.start(op.name)
@@ -141,7 +146,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
         ctx = build_context(op.build, Path(tmp), ca_bundle())
         stream = call(
             lambda: client.api.build(
-                path=str(ctx), tag=op.name, buildargs=op.build.args_dict if op.build else {},
+                path=str(ctx), tag=op.name, buildargs={**(build_args or {}), **(op.build.args_dict if op.build else {})},
                 dockerfile=op.build.dockerfile if op.build else "Dockerfile", rm=True, forcerm=True, decode=True,
             )
         )

@@ -97,7 +97,8 @@ def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, 
         return
     starting = sorted(
         {op.service.name for op in plan.operations if op.action in (Action.CREATE, Action.RECREATE, Action.START)
-         and op.service is not None and op.service.binds and op.service.userns_mode != "host"}
+         and op.service is not None and any(not m.read_only for m in op.service.binds)
+         and op.service.userns_mode != "host"}
     )
     if not starting:
         return

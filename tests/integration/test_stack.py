@@ -428,7 +428,46 @@ def test_node_profile_smoke(host_engine: PrivateDaemon) -> None:
     r = ok(devbox(engine, root, "exec", "runtime", "--", "redis-cli", "-h", "db", "ping"))
     assert r.stdout == "PONG\n"
     ok(devbox(engine, root, "exec", "runtime", "--", "node", "-e", "require('fs').writeFileSync('n.txt', 'x')"))
+    # npm over this network's TLS-intercepting proxy: the host's CA reaches node (NODE_EXTRA_CA_CERTS)
+    r = ok(devbox(engine, root, "exec", "runtime", "--", "sh", "-c", "npm install --no-audit --no-fund is-number@7"))
+    assert (root / "node_modules" / "is-number" / "package.json").is_file(), r.stdout + r.stderr
     assert owners(root) == {}
+    ok(devbox(engine, root, "down", "--volumes"))
+
+
+def test_pip_trusts_the_hosts_extra_ca_at_run_time_unless_told_not_to(host_engine: PrivateDaemon) -> None:
+    """This machine's network intercepts TLS and the host trusts its CA; the images do not."""
+    engine = host_engine
+    root = make_project("tls", 'name = "tls"\nprofile = "python"\n')
+    ok(devbox(engine, root, "up", "-d"))
+    report = json.loads(ok(devbox(engine, root, "ps", "--json")).stdout)
+    ca = report["network"]["ca_bundle"]
+    assert ca is not None and ca["target"] == "/etc/devbox/ca-certificates.crt" and ca["extra"] > 0
+    pip = "python3 -m venv /work/.venv && /work/.venv/bin/pip install --disable-pip-version-check -q six"
+    r = ok(devbox(engine, root, "exec", "runtime", "--", "sh", "-c", pip))
+    assert list((root / ".venv").glob("lib/python3*/site-packages/six.py")), r.stdout + r.stderr
+    r = ok(devbox(engine, root, "exec", "runtime", "--", "sh", "-c", "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE"))
+    assert r.stdout == "/etc/devbox/ca-certificates.crt /etc/devbox/ca-certificates.crt\n"
+    assert owners(root) == {}
+    shutil.rmtree(root / ".venv")
+    found = {f["id"]: f for f in json.loads(devbox(engine, root, "doctor", "--json").stdout)["findings"]}
+    assert found["network.tls"]["status"] == "ok", found["network.tls"]
+    assert found["network.tls"]["evidence"][0].endswith("python3 → https://pypi.org/simple/: the TLS handshake and request succeed")
+    assert found["network.proxy"]["status"] == "ok"
+
+    # the image's own trust only: the same install fails on the certificate, and up said what changed
+    (root / "devbox.toml").write_text('name = "tls"\nprofile = "python"\n[network]\nca_certificates = "image"\n')
+    r = ok(devbox(engine, root, "up", "-d"))
+    assert "service runtime: recreated (config changed" in r.stderr
+    r = devbox(engine, root, "exec", "runtime", "--", "sh", "-c", pip)
+    assert r.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in r.stdout + r.stderr
+    found = {f["id"]: f for f in json.loads(devbox(engine, root, "doctor", "--json").stdout)["findings"]}
+    tls = found["network.tls"]
+    assert tls["status"] == "fail", tls
+    assert "the certificate chain is not trusted inside the container" in tls["evidence"][0]
+    assert tls["evidence"][1] == 'services get no extra CA bundle ([network] ca_certificates = "image")'
+    assert tls["fix"] == 'set [network] ca_certificates = "auto" (or "host") in devbox.toml, then devbox up'
     ok(devbox(engine, root, "down", "--volumes"))
 
 

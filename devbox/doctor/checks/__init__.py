@@ -6,6 +6,7 @@
 * :mod:`.daemon` — daemon.json and flags, the running dockerd, the data root's parents, old images,
   and the probe's proof
 * :mod:`.project` — devbox.toml, services set up to leak, privileged containers, leaked files, inotify
+* :mod:`.network` — the proxy settings in effect, an HTTPS request from a running service
 * :mod:`.watcher` — the background watcher
 
 :func:`fixable` says whether ``devbox doctor --fix`` (remap's plan and a dockerd restart) can help.
@@ -24,6 +25,7 @@ from devbox.doctor.checks.daemon import (
 )
 from devbox.doctor.checks.engine import check_access, check_context, check_kind, check_socket
 from devbox.doctor.checks.kernel import check_apparmor, check_kernel
+from devbox.doctor.checks.network import check_proxy, check_tls
 from devbox.doctor.checks.project import check_by_design, check_containers, check_inotify, check_leaks, check_project
 from devbox.doctor.checks.subid import check_newuidmap, check_subgid, check_subuid, subid_ids
 from devbox.doctor.checks.watcher import check_watcher
@@ -32,7 +34,7 @@ from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
 from devbox.remap.assess import PROBE_IDS
 
-GROUPS = ("engine", "kernel", "subordinate ids", "daemon", "proof", "project", "watcher")
+GROUPS = ("engine", "kernel", "subordinate ids", "daemon", "proof", "project", "network", "watcher")
 
 CHECKS: tuple[Check, ...] = (
     Check("engine", ("engine.socket",), (), check_socket),
@@ -54,6 +56,8 @@ CHECKS: tuple[Check, ...] = (
     Check("project", ("project.containers",), ("project.config", "engine.socket"), check_containers),
     Check("project", ("project.leaks",), ("project.config",), check_leaks),
     Check("project", ("project.inotify",), ("project.config",), check_inotify),
+    Check("network", ("network.proxy",), ("project.config",), check_proxy),
+    Check("network", ("network.tls",), ("project.config", "engine.socket"), check_tls),
     Check("watcher", ("watcher.running",), ("project.config", "engine.socket"), check_watcher),
 )
 
