@@ -235,7 +235,7 @@ def test_unknown_key_in_dotted_table_header(env: Env) -> None:
 def test_unknown_top_level_key_without_close_match(env: Env) -> None:
     assert env.error('profile = "base"\nzzz = 1\n') == (
         f"{env.file}:2: unknown key 'zzz' at the top level — expected one of: "
-        "env, mounts, name, ownership, ports, profile, remap, services, watch, workdirs"
+        "env, mounts, name, network, ownership, ports, profile, remap, services, watch, workdirs"
     )
 
 
