@@ -24,6 +24,7 @@ import pytest
 from harness.daemon import DOCKERS, RUN, SESSION, PrivateDaemon
 from harness.ids import OTHER_UID, TEST_UID
 from harness.images import import_base_images
+from harness.proxy import Proxy, bridge_address
 
 USER = "devbox-tester"
 UID = TEST_UID
@@ -454,6 +455,28 @@ def test_pip_trusts_the_hosts_extra_ca_at_run_time_unless_told_not_to(host_engin
     assert found["network.tls"]["status"] == "ok", found["network.tls"]
     assert found["network.tls"]["evidence"][0].endswith("python3 → https://pypi.org/simple/: the TLS handshake and request succeed")
     assert found["network.proxy"]["status"] == "ok"
+
+    # behind a proxy (one on the daemon's bridge, with credentials): pip goes through it, db does not
+    proxy = Proxy(bridge_address(engine))
+    try:
+        url = f"http://dev:s3cret@{proxy.address}"
+        r = ok(devbox(engine, root, "up", "-d", env={"HTTPS_PROXY": url, "no_proxy": "corp.lan"}))
+        assert "service runtime: recreated (config changed" in r.stderr
+        r = ok(devbox(engine, root, "exec", "runtime", "--", "sh", "-c", pip))
+        assert any(seen.startswith("CONNECT ") and seen.endswith(":443") for seen in proxy.seen), proxy.seen
+        r = ok(devbox(engine, root, "exec", "runtime", "--", "sh", "-c", "echo $https_proxy; echo $NO_PROXY"))
+        assert r.stdout == f"{url}\ncorp.lan,localhost,127.0.0.1,::1,db,editor,runtime\n"
+        r = ok(devbox(engine, root, "ps", "--json", env={"HTTPS_PROXY": url, "no_proxy": "corp.lan"}))
+        assert "s3cret" not in r.stdout + r.stderr
+        assert json.loads(r.stdout)["network"]["proxy"]["HTTPS_PROXY"] == {
+            "value": f"http://***@{proxy.address}", "from": "environment"}
+        assert all(s["up_to_date"] == "yes" for s in json.loads(r.stdout)["services"])
+        r = ok(devbox(engine, root, "exec", "runtime", "--", "python3", "-c",
+                      "import psycopg2; psycopg2.connect().close(); print('db ok')"))
+        assert r.stdout == "db ok\n"
+    finally:
+        proxy.close()
+    shutil.rmtree(root / ".venv")
 
     # the image's own trust only: the same install fails on the certificate, and up said what changed
     (root / "devbox.toml").write_text('name = "tls"\nprofile = "python"\n[network]\nca_certificates = "image"\n')
