@@ -79,6 +79,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _free_pool() -> str:
+    """A 10.N.0.0/16 no host address or route touches: the pool a test daemon's networks come from, so they
+    never compete with the machine's own Docker (172.17-31/16, 192.168/16) or with leftovers of it."""
+    used = subprocess.run(["ip", "-o", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used += subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    for n in range(199, 100, -1):
+        if f" 10.{n}." not in used and f"10.{n}." not in used.split():
+            return f"base=10.{n}.0.0/16,size=24"
+    raise RuntimeError("no free 10.N.0.0/16 for a test daemon's networks")
+
+
 class PrivateDaemon:
     """One dockerd.  ``config`` is written to its own daemon.json (``--config-file``).
 
@@ -131,6 +142,7 @@ class PrivateDaemon:
             f"--bridge={self.bridge}",
             f"--config-file={self.config_file}",
             *([f"--storage-driver={self.storage_driver}"] if self.storage_driver else []),
+            f"--default-address-pool={_free_pool()}",
             "--log-level=warn",
             *self.extra_args,
         ]
@@ -251,11 +263,18 @@ class PrivateDaemon:
     def destroy(self) -> None:
         """Stop and remove everything this daemon owns (bridge, state).  Its containers are killed first:
         a graceful daemon stop gives each one 10 s, and these are disposable."""
+        networks: list[str] = []
         if self.pid() is not None and self.socket.exists():
             ids = self.docker("ps", "-q", check=False, timeout=30).stdout.split()
             if ids:
                 self.docker("rm", "-f", *ids, check=False, timeout=60)
+            networks = self.docker("network", "ls", "-q", "--filter", "driver=bridge", check=False,
+                                   timeout=30).stdout.split()
+            self.docker("network", "prune", "-f", check=False, timeout=60)
         self.stop()
+        # dockerd keeps a network's bridge across its own restarts: one it never removed stays on the host
+        for net in networks:
+            subprocess.run(["ip", "link", "del", f"br-{net[:12]}"], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         shutil.rmtree(STATE / self.name, ignore_errors=True)
         shutil.rmtree(RUN / self.name, ignore_errors=True)
