@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,7 +86,8 @@ def _free_pool() -> str:
     used = subprocess.run(["ip", "-o", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
     used += subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
     for n in range(199, 100, -1):
-        if f" 10.{n}." not in used and f"10.{n}." not in used.split():
+        # a route line starts with its prefix, an address line has it after "inet "
+        if not re.search(rf"(^|\s)10\.{n}\.", used, re.MULTILINE):
             return f"base=10.{n}.0.0/16,size=24"
     raise RuntimeError("no free 10.N.0.0/16 for a test daemon's networks")
 
