@@ -172,6 +172,39 @@ def images(
                                                    json_out=json_out)))
 
 
+# --- idmapped views (devbox.idmapd) -------------------------------------------
+
+
+@app.command()
+def idmap(
+    install: bool = typer.Option(False, "--install", help="Install and start the root helper that makes idmapped views (once, with sudo)."),
+    uninstall: bool = typer.Option(False, "--uninstall", help="Stop and remove the helper, releasing every view."),
+    serve: bool = typer.Option(False, "--serve", hidden=True),
+    no_proof: bool = typer.Option(False, "--no-proof", help="Check only: no proof container."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout (schema devbox.idmap/1)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the evidence for every check."),
+) -> None:
+    """Check and prove idmapped views of your work dirs (strategy "idmap"); --install sets up the helper.
+
+    The helper (root) makes a view only of a directory you own, reached with no symlink or '..',
+    mapped onto you, root or your own subordinate ids, under a root-only staging directory;
+    anything else is refused and logged.
+    """
+    from devbox.idmapd import command as idmap_cmd
+
+    if sum((install, uninstall, serve)) > 1:
+        raise DevboxError("--install, --uninstall and --serve cannot be combined", hint="pick one")
+    if install:
+        code = idmap_cmd.install_command()
+    elif uninstall:
+        code = idmap_cmd.uninstall_command()
+    elif serve:
+        code = idmap_cmd.serve_command()
+    else:
+        code = idmap_cmd.status_command(json_out=json_out, verbose=verbose, prove=not no_proof)
+    raise typer.Exit(int(code))
+
+
 # --- doctor (devbox.doctor) ------------------------------------------------
 
 

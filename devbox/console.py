@@ -68,6 +68,16 @@ def indented(lines: Iterable[str], style: str = "dim", prefix: str = "       ") 
         stdout.print(f"{prefix}{escape(line)}", style=style)
 
 
+def findings(items: Iterable[Any], verbose: bool = False) -> None:
+    """:class:`devbox.core.findings.Finding` lines: evidence and fix for what is not ok (all with ``verbose``)."""
+    for f in items:
+        status_line(f.status, f.title)
+        if verbose or f.status in ("fail", "warn"):
+            indented(f.evidence)
+        if f.fix and f.status in ("fail", "warn"):
+            indented([f"fix: {f.fix}"], style="cyan")
+
+
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     t = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
     for col in columns:

@@ -5,7 +5,7 @@ Layers, from the ground up (README "Layout"):
     0  core/ errors paths console faults   pure logic and the ground everything stands on
     1  engine/                        the engine boundary
     2  host/                          who the user is, reading and editing the host
-    3  config/  remap/                devbox.toml -> model; the host remap
+    3  config/  remap/  idmapd/       devbox.toml -> model; the host remap; the idmap helper
     4  watch/                         the ownership watcher
     5  stack/  doctor/                the stack; the diagnosis of everything
     6  cli                            options in, one call, an exit code out
@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "devbox.host": 2,
     "devbox.config": 3,
     "devbox.remap": 3,
+    "devbox.idmapd": 3,
     "devbox.watch": 4,
     "devbox.stack": 5,
     "devbox.doctor": 5,

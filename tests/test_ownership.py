@@ -39,10 +39,24 @@ def test_auto_picks_one_strategy_per_engine() -> None:
         "docker-rootful": Choice("remap", "chosen for this engine (auto)"),
         "docker-rootless": Choice("rootless", "chosen for this engine (auto)"),
         "podman-rootless": Choice("keep-id", "chosen for this engine (auto)"),
-        "podman-rootful": Refusal(
-            'podman-rootful: it needs the "idmap" strategy (Podman\'s :idmap mounts), which is not built yet',
-            "run Podman rootless (`podman system service` as your user) or Docker"),
+        "podman-rootful": Refusal("podman-rootful: devbox up does not run on rootful Podman yet",
+                                  "run Podman rootless (`podman system service` as your user) or Docker"),
     }
+
+
+def test_auto_on_rootful_docker_takes_the_remap_a_daemon_has_else_idmapped_views() -> None:
+    def pick(remapped: bool, idmap_ok: bool) -> str | None:
+        c = choose_strategy("docker-rootful", remapped=remapped, idmap_ok=idmap_ok)
+        return c.strategy if isinstance(c, Choice) else None
+
+    assert pick(remapped=True, idmap_ok=True) == "remap"  # the daemon's own remap isolates as well
+    assert pick(remapped=False, idmap_ok=True) == "idmap"
+    assert pick(remapped=False, idmap_ok=False) == "remap"  # up then says how to set it up
+    # set by hand, idmap works on rootful Docker, with or without remap; nowhere else
+    assert choose_strategy("docker-rootful", "idmap") == Choice("idmap", "set in devbox.toml [ownership]")
+    for kind in ("docker-rootless", "podman-rootless", "podman-rootful"):
+        refusal = choose_strategy(kind, "idmap")
+        assert isinstance(refusal, Refusal) and kind in refusal.message
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -50,11 +64,10 @@ def test_auto_picks_one_strategy_per_engine() -> None:
 def test_every_setting_on_every_engine_is_a_choice_or_a_reasoned_refusal(kind: str, setting: str) -> None:
     c = choose_strategy(kind, setting)
     if isinstance(c, Choice):
-        assert c.strategy != "idmap"
         assert c.strategy == (AUTO[kind] if setting == "auto" else setting)
     else:
         assert c.message and c.fix
-        assert setting == "idmap" or kind in c.message
+        assert kind in c.message
 
 
 def test_the_refusals_say_why() -> None:
@@ -62,7 +75,7 @@ def test_the_refusals_say_why() -> None:
         'strategy "remap" cannot work on docker-rootless: rootless dockerd fails to start with userns-remap set '
         "(moby#48521); container root is already you there", 'use strategy = "auto" (rootless on this engine)')
     assert choose_strategy("podman-rootless", "rootless") == Choice("rootless", "set in devbox.toml [ownership]")
-    assert choose_strategy("docker-rootful", "idmap").message.startswith('strategy "idmap" (kernel idmapped')
+    assert choose_strategy("docker-rootless", "idmap").message.startswith('strategy "idmap" cannot work on docker-rootless')
     assert isinstance(choose_strategy("nope"), Refusal)
 
 

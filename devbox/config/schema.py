@@ -27,7 +27,7 @@ from typing import Any
 
 from devbox.config.source import KeyPath, Source, format_path
 from devbox.core.model import Healthcheck, RemapPolicy, WatchSettings
-from devbox.core.ownership import IDMAP_NOT_YET, STRATEGIES
+from devbox.core.ownership import STRATEGIES
 from devbox.errors import ConfigError
 
 DEFAULT_PROFILE = "python"
@@ -446,14 +446,7 @@ PROFILE = TableSchema({
 
 _WATCH_DEFAULTS = WatchSettings()
 REMAP = TableSchema({"policy": KeySpec(OneOf(tuple(p.value for p in RemapPolicy)), default=RemapPolicy.REQUIRE.value)})
-def _strategy(ck: Checker, path: KeyPath, value: object) -> str:
-    text = OneOf(STRATEGIES)(ck, path, value)
-    if text == "idmap":
-        raise ck.fail(path, f"{format_path(path)}: {IDMAP_NOT_YET[0]}", IDMAP_NOT_YET[1])
-    return text
-
-
-OWNERSHIP = TableSchema({"strategy": KeySpec(_strategy, default="auto")})
+OWNERSHIP = TableSchema({"strategy": KeySpec(OneOf(STRATEGIES), default="auto")})
 NETWORK = TableSchema({"ca_certificates": KeySpec(Text(), default="auto")})  # auto | host | image | a PEM file
 WATCH = TableSchema({
     "ignore": KeySpec(_strings, default=list(_WATCH_DEFAULTS.ignore)),

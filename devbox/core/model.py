@@ -321,6 +321,11 @@ class Observed:
     volumes: frozenset[str] = frozenset()
     images: tuple[ObservedImage, ...] = ()
 
+    @property
+    def image_present(self) -> dict[str, bool]:
+        """Image reference -> whether the engine has it."""
+        return {i.ref: bool(i.id) for i in self.images}
+
     def image(self, ref: str) -> ObservedImage | None:
         return next((i for i in self.images if i.ref == ref), None)
 

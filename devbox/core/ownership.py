@@ -8,8 +8,15 @@ strategy       engine                          how
 ``remap``      Docker, rootful                 dockerd's ``userns-remap``: container root = you
 ``keep-id``    Podman, rootless                ``--userns=keep-id``: your uid inside = you
 ``rootless``   Docker or Podman, rootless      the engine's own user namespace: container root = you
-``idmap``      any (kernel idmapped mounts)    not built yet: refused with a clear message
+``idmap``      Docker, rootful, no remap       kernel idmapped views of the work dirs: you on disk =
+                                               container root (:mod:`devbox.core.views`); processes
+                                               still run as host root: it fixes ownership, it does
+                                               not isolate
 =============  ==============================  =================================================
+
+``auto`` on rootful Docker picks ``remap`` where the daemon already remaps, else
+``idmap`` where the kernel makes idmapped mounts, else ``remap`` (and ``up``
+says what to run).
 
 Each strategy predicts the map from container ids to host ids, and the probe
 (:mod:`devbox.engine.probe`) proves it: the file owner, the process's uid and
@@ -38,7 +45,7 @@ WORKS_ON = {
     "remap": ("docker-rootful",),
     "keep-id": ("podman-rootless",),
     "rootless": ("docker-rootless", "podman-rootless"),
-    "idmap": (),
+    "idmap": ("docker-rootful",),
 }
 
 WHY_NOT = {
@@ -53,9 +60,11 @@ WHY_NOT = {
     ("rootless", "podman-rootful"): "this Podman runs as root: container root is host root",
 }
 
-IDMAP_NOT_YET = ("strategy \"idmap\" (kernel idmapped bind mounts, Podman's :idmap) is not built yet",
-                 "use strategy = \"auto\", or an engine devbox supports today: Docker rootful (remap), "
-                 "Docker rootless, or Podman rootless (keep-id)")
+WHY_NOT.update({
+    ("idmap", "docker-rootless"): "a rootless dockerd cannot use views made by the root helper; container root is already you",
+    ("idmap", "podman-rootless"): "keep-id already makes your uid inside you; the root helper's views are for rootful engines",
+    ("idmap", "podman-rootful"): "devbox up does not run on Podman yet (Podman's own :idmap mounts will serve it)",
+})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,19 +79,22 @@ class Refusal:
     fix: str
 
 
-def choose_strategy(kind: str, setting: str = "auto") -> Choice | Refusal:
-    """The strategy for an engine ``kind`` under the ``[ownership] strategy`` setting."""
+def choose_strategy(kind: str, setting: str = "auto", *, remapped: bool = True, idmap_ok: bool = False) -> Choice | Refusal:
+    """The strategy for an engine ``kind`` under the ``[ownership] strategy`` setting.
+
+    ``remapped``: a rootful dockerd already runs with userns-remap; ``idmap_ok``: the kernel makes
+    idmapped mounts.  The defaults (what ``devbox remap`` asks about) keep ``auto`` at ``remap``."""
     if kind not in KINDS:
         return Refusal(f"unknown engine kind {kind!r}", "report this: devbox knows " + ", ".join(KINDS))
     if setting not in STRATEGIES:
         return Refusal(f"unknown strategy {setting!r}", "choose one of " + ", ".join(STRATEGIES))
     strategy = AUTO[kind] if setting == "auto" else setting
     how = "chosen for this engine (auto)" if setting == "auto" else "set in devbox.toml [ownership]"
-    if strategy == "idmap":
-        if setting == "auto":
-            return Refusal(f"{kind}: it needs the \"idmap\" strategy (Podman's :idmap mounts), which is not built yet",
-                           "run Podman rootless (`podman system service` as your user) or Docker")
-        return Refusal(*IDMAP_NOT_YET)
+    if setting == "auto" and kind == "docker-rootful" and not remapped and idmap_ok:
+        strategy, how = "idmap", "chosen for this engine (auto: no userns-remap, the kernel makes idmapped mounts)"
+    if setting == "auto" and kind == "podman-rootful":
+        return Refusal(f"{kind}: devbox up does not run on rootful Podman yet",
+                       "run Podman rootless (`podman system service` as your user) or Docker")
     if kind not in WORKS_ON[strategy]:
         why = WHY_NOT.get((strategy, kind), f"{strategy} does not apply to {kind}")
         return Refusal(f"strategy \"{strategy}\" cannot work on {kind}: {why}",
@@ -167,4 +179,6 @@ def expect(strategy: str, uid: int, gid: int, subuid: Sequence[SubidEntry], subg
         return Expectation(None, "container root", uids, gids)
     if strategy == "keep-id":
         return Expectation("keep-id", f"uid {uid} (your own)", keep_id_map(uid, uids), keep_id_map(gid, gids))
+    if strategy == "idmap":  # no user namespace: the views, not the engine, make files yours
+        return Expectation(None, "container root (host root)", ((IdRange(0, 0, 4294967295)),), ((IdRange(0, 0, 4294967295)),))
     raise ValueError(f"no prediction for strategy {strategy!r}")

@@ -89,7 +89,7 @@ def remap_report_json(state: HostState, findings: list[Finding]) -> dict[str, An
 def render_report(state: HostState, findings: list[Finding], verbose: bool) -> None:
     u = state.user
     console.say(f"devbox remap — {u.name} (uid {u.uid}, gid {u.gid})", style="bold")
-    render_findings(findings, verbose)
+    console.findings(findings, verbose)
     rows = map_rows(state.predicted_uid_map)
     strategy = state.strategy
     if rows:
@@ -109,15 +109,6 @@ def render_report(state: HostState, findings: list[Finding], verbose: bool) -> N
                 f"{strategy} looks right (probe skipped)" if ok else
                 "not working — each failed check above says how to fix it",
                 style="green" if ok else "red")
-
-
-def render_findings(findings: list[Finding], verbose: bool) -> None:
-    for f in findings:
-        console.status_line(f.status, f.title)
-        if verbose or f.status in ("fail", "warn"):
-            console.indented(f.evidence)
-        if f.fix and f.status in ("fail", "warn"):
-            console.indented([f"fix: {f.fix}"], style="cyan")
 
 
 def _require_root(args: list[str]) -> None:

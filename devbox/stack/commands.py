@@ -111,7 +111,9 @@ def desired(project: Project, profile: str | None = None) -> tuple[Stack, Networ
 
 def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     """Observe, plan, guard, execute; the ownership watcher follows the stack (``up`` and ``switch``)."""
+    from devbox.core.views import needs_user
     from devbox.stack import executor
+    from devbox.stack import views as stack_views
     from devbox.stack.guard import guard_engine, guard_remap
     from devbox.stack.observe import observe_project
     from devbox.stack.reconcile import reconcile
@@ -119,23 +121,45 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
 
     stack, facts = desired(project, profile)
     client = connect()
-    guard_engine(client, project)
-    plan = reconcile(stack, observe_project(client, stack.project, [ref for ref, _ in stack.images]))
+    _, strategy = guard_engine(client, project)
+    user = resolve_user()
+    paths = paths_for(user)
+    refs = [ref for ref, _ in stack.images]
+    observed = observe_project(client, stack.project, refs)
+    views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
+    if views.plan.views or views.plan.refused:
+        stack_views.guard_views(views, project)
+    if any(needs_user(s, strategy) and not observed.image_present.get(s.image) for s in stack.services):
+        # a service's user is a name: its image is needed to know the uid, so images come first
+        images_only = reconcile(stack, observed)
+        if not dry_run:
+            if strategy == "remap":
+                guard_remap(client, project, images_only, user, paths)
+            executor.execute(client, images_only.images_only(), network.build_args(facts))
+            observed = observe_project(client, stack.project, refs)
+            views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
+            stack_views.guard_views(views, project)
+    plan = reconcile(views.stack, observed)
     if dry_run:
         console.say(str(plan))
+        for v in views.plan.views:
+            console.say(f"view {v.name}: {v.source} -> {v.service}:{v.target} "
+                        f"(stored as {v.owner[0]}:{v.owner[1]}, written by host {v.writer[0]}:{v.writer[1]})")
         return None
     if plan.is_noop:
+        stack_views.ensure_views(views)  # after a reboot or a crash the containers may stand while their views are gone
         console.info(f"{project.name} ({profile}): up to date, nothing to do")
         launch = watcher.on_up(project, profile)
         if launch is not None:
             launch.wait()
         return executor.Report(containers={op.name: op.container_id or "" for op in plan.operations if op.service is not None})
-    user = resolve_user()
-    guard_remap(client, project, plan, user, paths_for(user))
+    if strategy == "remap":
+        guard_remap(client, project, plan, user, paths)
     # The watcher imports and scans while the engine works; its ready signal is collected at the end.
     launch = watcher.on_up(project, profile)
     try:
-        report = executor.execute(client, plan, network.build_args(facts))
+        report = executor.execute(client, plan, network.build_args(facts), before_services=lambda: stack_views.ensure_views(views))
+        stack_views.release_project_views(project.name, user, keep=views)
     except BaseException:
         if launch is not None:
             launch.cancel()
@@ -249,15 +273,30 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     project = config.find_project(start)
     client = connect()
     wanted, facts = desired(project)
-    from devbox.core.ownership import Choice, choose_strategy
+    from devbox.core.ownership import Choice
+    from devbox.core.views import needs_user
+    from devbox.stack import views as stack_views
 
     found = observe.containers(client, project.name)
     engine = inspect_engine(client)
-    choice = choose_strategy(engine.kind, project.strategy)
+    choice = stack_views.choose_for_engine(engine, project)
     strategy = choice.strategy if isinstance(choice, Choice) else None
+    views = None
+    if strategy is not None:
+        user = resolve_user()
+        present = ({ref: observe.image(client, ref) is not None for ref, _ in wanted.images}
+                   if any(needs_user(s, strategy) for s in wanted.services) else {})
+        views = stack_views.plan_stack_views(client, wanted, strategy, user, paths_for(user), present)
+        if views.missing_helper is None:
+            wanted = views.stack
     engine_json = {"kind": engine.kind, "product": engine.product, "version": engine.version,
                    "api_version": engine.api_version, "host": engine.host,
-                   "strategy": strategy, "strategy_refused": None if isinstance(choice, Choice) else choice.message}
+                   "strategy": strategy, "strategy_refused": None if isinstance(choice, Choice) else choice.message,
+                   # idmap fixes ownership only: the processes are host root, as without devbox
+                   "processes_run_as": ("host root" if strategy == "idmap" else "you or your subordinate ids"
+                                        if strategy else None),
+                   "views": views.to_json() if views is not None else [],
+                   "views_missing": views.missing_helper if views is not None else None}
     # what an empty UsernsMode means depends on the daemon: remapped only where the daemon remaps
     default_userns = "remapped" if engine.userns else "rootless" if engine.rootless else "none"
     rows: list[dict[str, Any]] = []
@@ -296,6 +335,13 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
         return Exit.OK
     console.info(f"engine: {engine.label} at {engine.host}; ownership strategy: "
                  + (strategy or f"none ({engine_json['strategy_refused']})"))
+    if strategy == "idmap":
+        console.info("idmap: idmapped views make the files services write in your work dirs yours; their processes "
+                     "still run as host root (remap isolates them, idmap only fixes ownership)")
+    if views is not None and views.plan.views:
+        console.info(f"idmapped views: {len(views.plan.views)} ("
+                     + ", ".join(f"{v.service}:{v.target} as {v.container_user[0]}" for v in views.plan.views) + ")"
+                     + (f" — not made: {views.missing_helper}" if views.missing_helper else ""))
     for line in network.describe(facts):
         console.info(f"network: {line}")
     if not rows:
@@ -310,7 +356,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     console.table(["service", "state", "toolchain", "ports", "userns", "current"], table_rows, title=f"{project.name} ({project.default_profile})")
     if any(r["userns_host"] for r in rows):
         console.warn("services with userns_mode=host run as real root on the host: files they write are not yours")
-    elif any(r["root_is_host_root"] for r in rows):
+    elif any(r["root_is_host_root"] for r in rows) and strategy != "idmap":
         console.warn("this engine does not remap: container root is real root, so files written to your work dirs "
                      "are root's — see devbox remap")
     watcher_process.show(watcher)
@@ -358,6 +404,11 @@ def down(*, volumes: bool, start: Path | None = None) -> Exit:
         console.info(f"{project.name}: nothing to remove")
         return Exit.OK
     executor.execute(client, plan)
+    from devbox.stack import views as stack_views
+
+    released = stack_views.release_project_views(project.name, resolve_user())
+    if released:
+        console.info(f"idmapped views: {len(released)} released")
     if not volumes:
         kept = sorted(observe.volumes(client, project.name))
         if kept:

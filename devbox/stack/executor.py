@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +63,11 @@ class Report:
         console.info(line)
 
 
-def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[str, str] | None = None) -> Report:
+def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[str, str] | None = None,
+            before_services: Callable[[], None] | None = None) -> Report:
     """Carry ``plan`` out.  ``build_args`` go to every build (the proxy settings: Docker's predefined
-    proxy args, which do not bust the build cache)."""
+    proxy args, which do not bust the build cache).  ``before_services`` runs once images exist and
+    before any container is created or started (the idmapped views are made there)."""
     started = time.monotonic()
     report = Report()
     prepare = plan.prepare
@@ -88,6 +90,8 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
     if images:
         _images(client, images, report, dict(build_args or {}))
     services = [op for group in plan.levels for op in group]
+    if before_services is not None:
+        before_services()
     if services:
         _services(client, plan.stack, services, report)
     report.seconds = time.monotonic() - started

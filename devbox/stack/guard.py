@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from devbox import console
 from devbox.core.model import Project, RemapPolicy
+from devbox.core.ownership import Refusal
 from devbox.engine import client as engine
 from devbox.errors import DevboxError, HostError
 from devbox.host import observe
@@ -76,12 +77,13 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> Rema
     return RemapVerdict(True, "probe-verified")
 
 
-def guard_engine(client: docker.DockerClient, project: Project) -> None:
-    """The project's ``[ownership] strategy`` must work on this engine; ``up`` on Podman is not built yet."""
-    from devbox.core.ownership import Refusal, choose_strategy
+def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.EngineInfo, str]:
+    """The engine, and the project's ``[ownership] strategy`` on it, which must work there; ``up`` on
+    Podman is not built yet."""
+    from devbox.stack.views import choose_for_engine
 
     info = engine.inspect_engine(client)
-    choice = choose_strategy(info.kind, project.strategy)
+    choice = choose_for_engine(info, project)
     if isinstance(choice, Refusal):
         raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
     if info.product == "podman":
@@ -89,6 +91,7 @@ def guard_engine(client: docker.DockerClient, project: Project) -> None:
             f"devbox up does not run on Podman yet ({info.label} at {info.host}; strategy {choice.strategy} "
             "is proven by `devbox remap`)",
             hint="devbox remap, doctor and images work on Podman; run the stack on Docker for now")
+    return info, choice.strategy
 
 
 def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, user: User, paths: Paths) -> None:

@@ -82,6 +82,11 @@ class StackPlan:
         """Everything before the services: orphans, network, volumes, images (in this order)."""
         return tuple(op for op in self.operations if op.level is None)
 
+    def images_only(self) -> StackPlan:
+        """Only the image builds and pulls (what must exist before a service's user can be read)."""
+        return StackPlan(self.stack, tuple(op for op in self.operations
+                                           if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)))
+
     @property
     def levels(self) -> tuple[tuple[Operation, ...], ...]:
         """Service operations grouped by dependency level (each group may run in parallel)."""
