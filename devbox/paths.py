@@ -57,6 +57,7 @@ class Paths:
             daemon_json=_env_path("DEVBOX_DAEMON_JSON", "/etc/docker/daemon.json"),
             docker_pidfile=_env_path("DEVBOX_DOCKER_PIDFILE", "/var/run/docker.pid"),
             system_state=_env_path("DEVBOX_SYSTEM_STATE_DIR", "/var/lib/devbox"),
+            systemd_running=_env_path("DEVBOX_SYSTEMD_RUNNING", "/run/systemd/system"),
             user_state=_env_path("DEVBOX_STATE_DIR", _user_state_home(home) / "devbox"),
         )
 

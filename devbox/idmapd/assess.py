@@ -66,7 +66,7 @@ def check_idmap_helper() -> Finding:
 
 
 def proof_image(api: Api) -> str:
-    files = hostimage.program_files("/bin/sh", "/bin/sh") + hostimage.program_files("/bin/chown", "/bin/chown")
+    files = [f for prog in ("/bin/sh", "/bin/chown", "/bin/mkdir") for f in hostimage.program_files(prog, prog)]
     return hostimage.ensure(api, PROOF_REPO, hostimage.rootfs_tar(files, dirs=("/probe",)))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from devbox.core.views import View
 from devbox.errors import HostError
+from devbox.faults import point
 from devbox.idmapd.server import SOCKET, Helper, Peer
 
 RUN_DEFAULT = "/run/devbox-idmapd"
@@ -91,8 +92,9 @@ def make_views(views: Iterable[View], run: Path | None = None) -> list[dict[str,
     """Make (or adopt) every view; the helper's replies in order."""
     out = []
     for v in views:
-        out.append(checked(ask({"op": "mount", "name": v.name, "source": v.source, "writer": list(v.writer)},
-                                owner=v.owner, run=run), f"view of {v.source} for {v.service}"))
+        out.append(checked(ask({"op": "mount", "name": v.name, "source": os.path.realpath(v.source), "writer": list(v.writer)},
+                               owner=v.owner, run=run), f"view of {v.source} for {v.service}"))
+        point("idmap-view")
     return out
 
 

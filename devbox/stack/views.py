@@ -157,8 +157,10 @@ def guard_views(views: Views, project: Project) -> None:
 def ensure_views(views: Views) -> None:
     """Make or adopt every view before any container that uses one is created or started."""
     if views.missing_helper is None and views.plan.views:
-        adopted = sum(1 for r in helper.make_views(views.plan.views) if r.get("adopted"))
-        made = len(views.plan.views) - adopted
+        # services that see one directory through one map share one mount
+        unique = list({v.name: v for v in views.plan.views}.values())
+        adopted = sum(1 for r in helper.make_views(unique) if r.get("adopted"))
+        made = len(unique) - adopted
         console.info(f"idmapped views: {made} made, {adopted} adopted"
                      if adopted else f"idmapped views: {made} made")
 
