@@ -17,3 +17,6 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("default", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# Never the machine's own idmap helper: a test that wants one starts its own (tests/integration/test_idmap.py).
+os.environ.setdefault("DEVBOX_IDMAP_RUN", f"/run/devbox-test-no-idmapd-{os.getpid()}")

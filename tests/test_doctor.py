@@ -285,10 +285,39 @@ def test_service_user_in_the_subordinate_range_writing_a_bind_mount_fails() -> N
     assert f == Finding(
         "project.by-design", "fail",
         ('profile python: services.runtime: user = "1000" writes to /p → /work: container uid 1000 is host uid 100999, '
-         "in mino's subordinate range",),
-        'remove user = "1000" from [services.runtime] in /p/devbox.toml: with the remap, container root is already you (uid 1500)',
+         "in mino's subordinate range, and no idmap helper answers to give it a view",),
+        "sudo devbox idmap --install (up then gives it an idmapped view that stores its files as you), or remove "
+        'user = "1000" from [services.runtime] in /p/devbox.toml: with the remap, container root is already you (uid 1500)',
     )
     assert f.title == "no service is set up to write files you will not own"
+
+
+def test_a_non_root_service_under_remap_is_fine_when_the_idmap_helper_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+    import threading
+
+    monkeypatch.setenv("DEVBOX_IDMAP_RUN", str(tmp_path))
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "idmapd.sock"))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b'{"ok": true, "version": 1}\n')
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    ctx = _by_design_ctx(Service("editor", "img", mounts=(WORK,)), Service("runtime", "img", mounts=(WORK,), user="1000"))
+    [f] = check_by_design(ctx)
+    t.join(5)
+    server.close()
+    assert f.status == "ok", f
+    assert f.evidence[1] == ('profile python: services.runtime: user = "1000" writes to /p → /work through its own '
+                             "idmapped view (stored as mino)")
 
 
 def test_named_user_and_host_userns_are_reported() -> None:
@@ -300,7 +329,7 @@ def test_named_user_and_host_userns_are_reported() -> None:
     assert f.status == "fail"
     assert f.evidence == (
         'profile python: services.node: user = "node" writes to /p → /work: user "node" is resolved inside the image; '
-        "any uid but 0 maps into mino's subordinate range",
+        "any uid but 0 maps into mino's subordinate range, and no idmap helper answers to give it a view",
         'profile python: services.tool: userns_mode = "host" (needs host PID): its root is the host\'s root, '
         "so what it writes to /p → /work is owned by root",
     )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox.core.model import LABEL_PROFILE, LABEL_PROJECT, Project
 from devbox.core.network import NetworkFacts
-from devbox.core.ownership import Choice, Refusal, choose_strategy
+from devbox.core.ownership import Choice, Refusal
 from devbox.engine.client import connect, fast_api, inspect_engine
 from devbox.engine.endpoint import Endpoint, find_endpoint
 from devbox.engine.errors import call, socket_path, timeout_s
@@ -180,12 +180,17 @@ def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = N
     setting = project.strategy if isinstance(project, Project) else "auto"
     probe_result = None
     probe_error = None
-    if client is not None and info is not None and probe:
-        probe_result, probe_error = _probe(user, choose_strategy(info.kind, setting))
     ctx.state = dataclasses.replace(
-        state, engine=info, engine_error=engine_error.one_line() if engine_error else None,
-        probe=probe_result, probe_error=probe_error, setting=setting,
+        state, engine=info, engine_error=engine_error.one_line() if engine_error else None, setting=setting,
+        views_auto=True,
     )
+    choice = ctx.state.choice
+    if client is not None and info is not None and probe:
+        if isinstance(choice, Choice) and choice.strategy == "idmap":
+            probe_error = "strategy idmap: the engine maps no ids; idmap.proof proves the views instead"
+        else:
+            probe_result, probe_error = _probe(user, choice)
+    ctx.state = dataclasses.replace(ctx.state, probe=probe_result, probe_error=probe_error)
     return ctx
 
 

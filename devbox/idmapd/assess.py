@@ -55,11 +55,13 @@ def check_idmap_filesystem(directory: Path) -> Finding:
     return Finding("idmap.filesystem", "fail", ev, "move the work dir to ext4, xfs or btrfs, or use strategy = \"remap\"")
 
 
-def check_idmap_helper() -> Finding:
+def check_idmap_helper(root_will_do: bool = True) -> Finding:
+    """``root_will_do``: devbox running as root makes views in-process (``devbox idmap``); doctor asks
+    about ``up`` run as the user, which needs the helper."""
     run = client.run_dir()
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and root_will_do:
         return Finding("idmap.helper", "ok", ("devbox runs as root: views are made in-process, under the same rules",))
-    why = client.helper_status(run)
+    why = client.helper_status(run, root_will_do=False)
     if why is None:
         return Finding("idmap.helper", "ok", (f"the helper answers at {run}/idmapd.sock",))
     return Finding("idmap.helper", "fail", (why, "without it, `up` needs sudo to make idmapped views"), client.FIX_INSTALL)

@@ -77,9 +77,10 @@ def checked(reply: dict[str, Any], what: str) -> dict[str, Any]:
     return reply
 
 
-def helper_status(run: Path | None = None) -> str | None:
-    """``None`` when views can be made (the helper answers, or we are root); else why not."""
-    if os.geteuid() == 0:
+def helper_status(run: Path | None = None, *, root_will_do: bool = True) -> str | None:
+    """``None`` when views can be made (the helper answers, or we are root and ``root_will_do``); else why not.
+    Doctor asks with ``root_will_do=False``: will ``up`` run as the user get views?"""
+    if os.geteuid() == 0 and root_will_do:
         return None
     try:
         _socket_call(run or run_dir(), {"op": "ping"}, 5.0)

@@ -70,6 +70,8 @@ class HostState:
     setting: str = "auto"  # [ownership] strategy
     id_helpers: tuple[IdHelper, ...] = ()
     endpoint: str = ""  # the address devbox used (DOCKER_HOST, a context, a socket found)
+    # doctor (not `devbox remap`): ``auto`` on a rootful dockerd without remap means idmapped views, as for `up`
+    views_auto: bool = False
 
     @property
     def kind(self) -> str:
@@ -79,7 +81,10 @@ class HostState:
     @property
     def choice(self) -> Choice | Refusal:
         """The ownership strategy for this engine."""
-        return choose_strategy(self.kind, self.setting)
+        from devbox.host.idmount import MIN_KERNEL, kernel_version
+
+        remapped = self.engine.userns if self.views_auto and self.engine is not None else True
+        return choose_strategy(self.kind, self.setting, remapped=remapped, idmap_ok=kernel_version() >= MIN_KERNEL)
 
     @property
     def strategy(self) -> str | None:
@@ -89,7 +94,7 @@ class HostState:
     @property
     def expectation(self) -> Expectation | None:
         s = self.strategy
-        if s is None:
+        if s is None or s == "idmap":  # idmap: the engine maps nothing; idmap.proof proves the views
             return None
         return expect(s, self.user.uid, self.user.gid, self.uid_entries, self.gid_entries)
 

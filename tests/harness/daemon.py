@@ -129,7 +129,9 @@ class PrivateDaemon:
     @property
     def env(self) -> dict[str, str]:
         # DEVBOX_TEST_SESSION marks what devbox starts (its watchers) as this test session's
-        out = {"DOCKER_HOST": self.host, "DEVBOX_DOCKER_PIDFILE": str(self.pidfile), "DEVBOX_TEST_SESSION": SESSION}
+        # DEVBOX_IDMAP_RUN: the session's own idmap helper (tests/integration/test_idmap.py), never the machine's
+        out = {"DOCKER_HOST": self.host, "DEVBOX_DOCKER_PIDFILE": str(self.pidfile), "DEVBOX_TEST_SESSION": SESSION,
+               "DEVBOX_IDMAP_RUN": str(RUN / f"idmapd-{SESSION}")}
         if self.rootfs is not None:  # devbox's `dockerd --validate` is this daemon's own
             out["DEVBOX_DOCKERD"] = f"{Path(__file__).with_name('dockerd-in-rootfs')} {self.rootfs}"
         return out

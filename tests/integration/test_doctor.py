@@ -295,8 +295,9 @@ def test_profile_user_in_subordinate_range_writing_the_work_dir(
         "id": "project.by-design", "group": "project", "status": "fail",
         "title": "no service is set up to write files you will not own", "needs": ["project.config"],
         "evidence": [f'profile python: services.runtime: user = "1000" writes to {project} → /work: container uid 1000 '
-                     "is host uid 200999, in devbox-tester's subordinate range"],
-        "fix": f'remove user = "1000" from [services.runtime] in {project}/devbox.toml: with the remap, container root '
+                     "is host uid 200999, in devbox-tester's subordinate range, and no idmap helper answers to give it a view"],
+        "fix": "sudo devbox idmap --install (up then gives it an idmapped view that stores its files as you), or remove "
+               f'user = "1000" from [services.runtime] in {project}/devbox.toml: with the remap, container root '
                f"is already you (uid {UID})",
     }
     assert found["project.leaks"]["status"] == "ok"

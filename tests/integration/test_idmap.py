@@ -25,7 +25,7 @@ from harness.ids import OTHER_UID, TEST_UID
 
 from .test_stack import HOME, USER, make_project, ok, owners
 
-IDMAP_RUN = RUN / f"idmapd-{SESSION}"
+IDMAP_RUN = RUN / f"idmapd-{SESSION}"  # what PrivateDaemon.env gives every devbox run of the suite
 MOUNTS = IDMAP_RUN / "mounts"
 
 PROFILE = """\

@@ -141,8 +141,20 @@ def host_engine(remap_engine: PrivateDaemon) -> Iterator[PrivateDaemon]:
 # --- refusals --------------------------------------------------------------------------------
 
 
-def test_up_refuses_bind_mounts_without_remap(plain_engine: PrivateDaemon, test_user: dict[str, object]) -> None:
+def test_up_refuses_bind_mounts_without_remap_or_idmap_helper(plain_engine: PrivateDaemon, test_user: dict[str, object]) -> None:
+    # auto on a dockerd without remap means idmapped views (kernel 5.12+); with no helper to make them, up
+    # says both ways out; with strategy = "remap" it asks for the remap alone
     root = make_project("norefuse", 'name = "norefuse"\nprofile = "python"\n')
+    r = devbox(plain_engine, root, "up", "-d")
+    assert r.returncode == 2, r.stdout + r.stderr
+    run = plain_engine.env["DEVBOX_IDMAP_RUN"]
+    assert r.stderr == (
+        "devbox: error: refusing to start: services that bind-mount your files (editor, runtime) need idmapped views "
+        f"and the idmap helper does not answer at {run}/idmapd.sock (No such file or directory); files they write "
+        "would not be yours — run 'sudo devbox idmap --install' (idmapped views, this engine unchanged) or "
+        "'sudo devbox remap --apply' (remap the whole daemon) (or set [remap] policy = \"warn\" in devbox.toml)\n"
+    )
+    (root / "devbox.toml").write_text('name = "norefuse"\nprofile = "python"\n[ownership]\nstrategy = "remap"\n')
     r = devbox(plain_engine, root, "up", "-d")
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr == (

@@ -5,6 +5,7 @@
 * :mod:`.subid` — /etc/subuid and /etc/subgid
 * :mod:`.daemon` — daemon.json and flags, the running dockerd, the data root's parents, old images,
   and the probe's proof
+* :mod:`.idmap` — the kernel, the work dir's filesystem, the helper, the views' proof
 * :mod:`.project` — devbox.toml, services set up to leak, privileged containers, leaked files, inotify
 * :mod:`.network` — the proxy settings in effect, an HTTPS request from a running service
 * :mod:`.watcher` — the background watcher
@@ -24,6 +25,7 @@ from devbox.doctor.checks.daemon import (
     check_probe,
 )
 from devbox.doctor.checks.engine import check_access, check_context, check_kind, check_socket
+from devbox.doctor.checks.idmap import check_idmap_helper_for_up, check_idmap_host, check_idmap_proof
 from devbox.doctor.checks.kernel import check_apparmor, check_kernel
 from devbox.doctor.checks.network import check_proxy, check_tls
 from devbox.doctor.checks.project import check_by_design, check_containers, check_inotify, check_leaks, check_project
@@ -34,7 +36,7 @@ from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
 from devbox.remap.assess import PROBE_IDS
 
-GROUPS = ("engine", "kernel", "subordinate ids", "daemon", "proof", "project", "network", "watcher")
+GROUPS = ("engine", "kernel", "subordinate ids", "daemon", "proof", "idmapped views", "project", "network", "watcher")
 
 CHECKS: tuple[Check, ...] = (
     Check("engine", ("engine.socket",), (), check_socket),
@@ -51,6 +53,9 @@ CHECKS: tuple[Check, ...] = (
     Check("daemon", ("daemon.parents",), (), check_parents),
     Check("daemon", ("daemon.old-images",), ("engine.socket",), check_old_images),
     Check("proof", PROBE_IDS, ("engine.socket", "kernel.userns"), check_probe),
+    Check("idmapped views", ("idmap.kernel", "idmap.filesystem"), (), check_idmap_host),
+    Check("idmapped views", ("idmap.helper",), (), check_idmap_helper_for_up),
+    Check("idmapped views", ("idmap.proof",), ("engine.socket", "idmap.kernel", "idmap.helper"), check_idmap_proof),
     Check("project", ("project.config",), (), check_project),
     Check("project", ("project.by-design",), ("project.config",), check_by_design),
     Check("project", ("project.containers",), ("project.config", "engine.socket"), check_containers),

@@ -17,9 +17,11 @@ from devbox.remap.assess import KEY, assess_daemon_config, assess_engine, assess
 
 def _not_dockerd(ctx: Context, ids: tuple[str, ...]) -> list[Finding] | None:
     """Skips for dockerd's remap checks when the engine is Podman or rootless Docker (None otherwise)."""
+    from devbox.doctor.checks.idmap import skipped_under_idmap
+
     e = ctx.state.engine
     if e is None or e.kind == "docker-rootful":
-        return None
+        return skipped_under_idmap(ctx, ids)
     return [Finding(i, "skip", (f"{e.label}: dockerd's userns-remap does not apply",)) for i in ids]
 
 

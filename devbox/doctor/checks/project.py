@@ -26,12 +26,21 @@ def check_project(ctx: Context) -> list[Finding]:
 
 
 def check_by_design(ctx: Context) -> list[Finding]:
-    """Services whose configuration guarantees files that are not the user's in a bind mount."""
+    """Services whose configuration guarantees files that are not the user's in a bind mount.
+
+    A non-root service under remap is fine when the idmap helper answers: ``up`` gives it its own
+    idmapped view (:mod:`devbox.core.views`), through which what it writes is stored as you."""
+    from devbox.idmapd.client import FIX_INSTALL, helper_status
+
     u = ctx.user
     uid_map = ctx.state.predicted_uid_map
+    strategy = ctx.state.strategy
     fails: list[str] = []
     warns: list[str] = []
     fixes: list[str] = []
+    viewed: list[str] = []
+    helper_why: str | None = None
+    helper_asked = False
     for prof_name in ctx.profiles_checked:
         for svc in ctx.project.profile(prof_name).services:
             writable = [m for m in svc.binds if not m.read_only]
@@ -45,16 +54,33 @@ def check_by_design(ctx: Context) -> list[Finding]:
                 continue
             cuid = svc.container_uid  # 0 without a user: container root, which is you
             name = (svc.user or "root").split(":", 1)[0]
+            if strategy == "idmap":
+                if cuid is not None and cuid not in (0, u.uid):
+                    fails.append(f"{where}: user = \"{svc.user}\" is host uid {cuid} without a remap, not you: "
+                                 "devbox will not let another account write as you, so up refuses it")
+                    fixes.append(f"remove user = \"{svc.user}\" from [services.{svc.name}] (root writes through your view)")
+                else:
+                    viewed.append(f"{where}: writes to {binds} through an idmapped view")
+                continue
             if cuid == 0 or name == "root":
                 continue
+            if strategy == "remap":
+                if not helper_asked:
+                    helper_why, helper_asked = helper_status(root_will_do=False), True
+                if helper_why is None:
+                    viewed.append(f"{where}: user = \"{svc.user}\" writes to {binds} through its own idmapped view "
+                                  f"(stored as {u.name})")
+                    continue
             if cuid is None:
                 what = f"user \"{name}\" is resolved inside the image; any uid but 0 maps into {u.name}'s subordinate range"
             else:
                 hid = to_host(uid_map, cuid)
                 what = (f"container uid {cuid} is host uid {hid}, in {u.name}'s subordinate range" if hid is not None
                         else f"container uid {cuid} is not mapped by /etc/subuid")
-            fails.append(f"{where}: user = \"{svc.user}\" writes to {binds}: {what}")
-            fixes.append(f"remove user = \"{svc.user}\" from [services.{svc.name}] in {ctx.project.file}: "
+            fails.append(f"{where}: user = \"{svc.user}\" writes to {binds}: {what}"
+                         + (", and no idmap helper answers to give it a view" if helper_why else ""))
+            fixes.append(f"{FIX_INSTALL} (up then gives it an idmapped view that stores its files as you), or remove "
+                         f"user = \"{svc.user}\" from [services.{svc.name}] in {ctx.project.file}: "
                          f"with the remap, container root is already you (uid {u.uid})")
     if fails:
         return [Finding("project.by-design", "fail", tuple(fails + warns), "; ".join(dict.fromkeys(fixes)))]
@@ -62,7 +88,8 @@ def check_by_design(ctx: Context) -> list[Finding]:
         return [Finding("project.by-design", "warn", tuple(warns),
                         "keep only what truly needs host namespaces; `devbox leaks --fix` cannot fix root-owned files without sudo")]
     return [Finding("project.by-design", "ok",
-                    (f"checked profile(s) {', '.join(ctx.profiles_checked)}: every service writing to a bind mount runs as container root",))]
+                    (f"checked profile(s) {', '.join(ctx.profiles_checked)}: every service writing to a bind mount runs as "
+                     "container root" + (" or through an idmapped view" if viewed else ""), *viewed))]
 
 
 def check_containers(ctx: Context) -> list[Finding]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from devbox.core.findings import Finding
 from devbox.core.idmap import KERNEL_MAP_LINES
+from devbox.doctor.checks.idmap import skipped_under_idmap
 from devbox.doctor.context import Context
 from devbox.remap.assess import OLD_KERNEL_MAP_LINES, assess_newuidmap, assess_subid, rootless_fix
 
@@ -22,12 +23,18 @@ def _with_map_lines(found: list[Finding], name: str, owner: str, lines: int) -> 
 
 
 def check_subuid(ctx: Context) -> list[Finding]:
+    skipped = skipped_under_idmap(ctx, subid_ids("subuid"))
+    if skipped:
+        return skipped
     s, u = ctx.state, ctx.user
     found = assess_subid(s.subuid, u.name, u.uid, s.accounts, "uid", rootless_fix(s, u.name))
     return _with_map_lines(found, "subuid", u.name, len(s.uid_entries))
 
 
 def check_subgid(ctx: Context) -> list[Finding]:
+    skipped = skipped_under_idmap(ctx, subid_ids("subgid"))
+    if skipped:
+        return skipped
     s, u = ctx.state, ctx.user
     found = assess_subid(s.subgid, u.group, u.gid, s.groups, "gid", rootless_fix(s, u.group))
     return _with_map_lines(found, "subgid", u.group, len(s.gid_entries))
