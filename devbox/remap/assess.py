@@ -498,6 +498,8 @@ def assess_kind(state: HostState) -> Finding:
                    "land in your subordinate range",
         "rootless": "the engine runs as you: container root is you; other container users land in your "
                     "subordinate range",
+        "idmap": "idmapped views of your work dirs store what containers write as you; their processes still run "
+                 "as host root (remap isolates them, idmap only fixes ownership)",
     }[c.strategy]
     return Finding("engine.kind", "ok", ev + (f"ownership strategy: {c.strategy} ({c.why}): {how}",))
 

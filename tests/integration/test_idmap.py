@@ -198,6 +198,15 @@ def test_up_with_idmap_on_a_plain_dockerd_writes_your_files_and_down_leaves_no_m
         assert "root is root" not in human.stderr
         ok(run_devbox(plain_engine, root, "up", "-d"))  # a second up: nothing changes, views adopted
         assert len(views_mounted()) == 1
+        doctor = run_devbox(plain_engine, root, "doctor", "--json")
+        assert doctor.stdout, doctor.stderr
+        found = {f["id"]: f for f in json.loads(doctor.stdout)["findings"]}
+        assert {i: found[i]["status"] for i in ("idmap.kernel", "idmap.filesystem", "idmap.helper", "idmap.proof",
+                                               "project.by-design", "project.leaks")} == dict.fromkeys(
+            ("idmap.kernel", "idmap.filesystem", "idmap.helper", "idmap.proof", "project.by-design", "project.leaks"), "ok")
+        for remap_only in ("daemon.json", "daemon.live", "subuid.own-line", "probe.file-owner"):
+            assert found[remap_only]["status"] == "skip", found[remap_only]
+        assert doctor.returncode == 0, [f for f in found.values() if f["status"] == "fail"]
     finally:
         down = run_devbox(plain_engine, root, "down")
     assert down.returncode == 0, down.stderr
@@ -273,6 +282,10 @@ def test_under_remap_a_runtime_running_as_uid_1000_writes_your_files(remap_engin
         (view,) = ps["engine"]["views"]
         assert view["service"] == "runtime" and view["container_user"] == "1000:1000"
         assert view["map"]["uid"][0] == TEST_UID and view["map"]["uid"][2] == 1
+        found = {f["id"]: f for f in json.loads(run_devbox(remap_engine, root, "doctor", "--json").stdout)["findings"]}
+        assert found["project.by-design"]["status"] == "ok", found["project.by-design"]
+        assert "through its own idmapped view" in found["project.by-design"]["evidence"][1]
+        assert found["idmap.helper"]["status"] == "ok" and found["idmap.proof"]["status"] == "ok", found["idmap.proof"]
     finally:
         ok(run_devbox(remap_engine, root, "down"))
     assert views_mounted() == []
