@@ -103,6 +103,9 @@ def render_report(state: HostState, findings: list[Finding], verbose: bool) -> N
                     "remap looks right (probe skipped)" if ok else
                     f"remap is not working — fix: {FIX_APPLY} (--dry-run shows every edit first)",
                     style="green" if ok else "red")
+        if not ok and state.engine is not None and not state.engine.userns:
+            console.info("or leave this dockerd unremapped: idmapped views make the files containers write yours "
+                         "without it (sudo devbox idmap --install, then devbox idmap; README: Idmapped views)")
         return
     who = {"keep-id": "your own uid in the container is you", "rootless": "container root is you"}.get(strategy or "", "")
     console.say(f"{strategy} proven: {who}" if ok and state.probe else
