@@ -10,6 +10,7 @@ Every error names the file, the key path and the line.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import os
 import posixpath
@@ -50,7 +51,9 @@ from devbox.host.user import resolve_user
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "DEVCONTAINER_FILES",
     "PROJECT_FILE",
+    "PROJECT_PROFILES",
     "check_bind_source",
     "context_digest",
     "find_line",
@@ -65,6 +68,7 @@ __all__ = [
 PROJECT_FILE = "devbox.toml"
 PROJECT_PROFILES = Path(".devbox") / "profiles"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+DEVCONTAINER_FILES = (".devcontainer/devcontainer.json", ".devcontainer.json")  # where the devcontainer CLI looks
 
 
 # --- the entry points ------------------------------------------------------------------
@@ -80,6 +84,10 @@ def find_project(start: Path | None = None, *, home: Path | None = None) -> Proj
     root = paths.project_root(start)
     if root is None:
         here = (start or Path.cwd()).resolve()
+        found = next((f for f in DEVCONTAINER_FILES if (here / f).is_file()), None)
+        if found is not None:  # meet Dev Containers users where they are
+            raise ConfigError(f"no devbox.toml in {here} or any parent directory, but there is {found}",
+                              hint="run 'devbox import devcontainer' to run it with devbox (or 'devbox init' for a shipped profile)")
         raise ConfigError(f"no devbox.toml in {here} or any parent directory", hint="run 'devbox init'")
     return load_project(root, home=home or user_home())
 
@@ -238,20 +246,27 @@ def _build_service(name: str, lay: Layered, ctx: _Ctx, known_contexts: Sequence[
         userns_reason=d.get("userns_reason"),
         network_mode=d.get("network_mode"),
         pid_mode=d.get("pid_mode"),
+        post_create=tuple(tuple(c) for c in d.get("post_create", ())),
+        post_start=tuple(tuple(c) for c in d.get("post_start", ())),
     )
 
 
 def _image(lay: Layered, ctx: _Ctx, known_contexts: Sequence[str]) -> tuple[Build | None, str]:
     """The build (if devbox builds the image) and the reference the container runs."""
     if "build" in lay.data:
-        need = BUILD.missing(lay.data["build"])
+        if "path" in lay.data["build"] and "context" in lay.data["build"]:
+            raise lay.fail("build", ("path",), f"{lay.path('build')} has both 'context' and 'path'",
+                           "keep one: context names a directory under images/, path one in the project")
+        need = None if "path" in lay.data["build"] else BUILD.missing(lay.data["build"])
         if need:
             raise lay.fail("build", (), f"{lay.path('build')} needs {need}")
         b = BUILD.complete(lay.data["build"])
+        if "path" in b:
+            return _project_build(lay, ctx, b)
         context = b["context"]
         if context not in known_contexts:
             raise lay.fail("build", ("context",), f"{lay.path('build', 'context')}: no image '{context}' in {ctx.images}", suggest(context, known_contexts))
-        build = _make_build(ctx.images / context, context, b["args"], b["dockerfile"])
+        build = dataclasses.replace(_make_build(ctx.images / context, context, b["args"], b["dockerfile"]), target=b.get("target"))
         return build, image_tag(build)
     if "image" in lay.data:
         return None, lay.data["image"]
@@ -403,6 +418,46 @@ def _make_build(context_dir: Path, context: str, args: Mapping[str, str], docker
         dockerfile=dockerfile,
         digest=context_digest(context_dir),
     )
+
+
+def _project_build(lay: Layered, ctx: _Ctx, b: Mapping[str, Any]) -> tuple[Build, str]:
+    """A build from a directory of the project (``path``): built in place, never outside the project."""
+    real, reason = check_bind_source(b["path"], root=ctx.root, home=ctx.home, allow_outside_project=False)
+    if reason is None and not real.is_dir():
+        reason = "it is not a directory"
+    dockerfile = _real(real / b["dockerfile"])
+    if reason is None and not (dockerfile.is_file() and _within(dockerfile, ctx.root)):
+        reason = f"{b['dockerfile']} is not a file in the project"
+    if reason:
+        raise lay.fail("build", ("path",), f"{lay.path('build', 'path')}: cannot build from {real}: {reason}")
+    name = re.sub(r"[^a-z0-9_.-]+", "-", (real if real != ctx.root else real / ctx.project).name.lower()).strip("-._") or "build"
+    build = Build(context=name, context_dir=str(real), args=tuple(sorted(b["args"].items())), dockerfile=b["dockerfile"],
+                  digest=project_context_digest(real, b["dockerfile"]), target=b.get("target"), in_project=True)
+    return build, image_tag(build)
+
+
+_COPIES = re.compile(r"^\s*(COPY|ADD)\s", re.IGNORECASE | re.MULTILINE)
+
+
+def project_context_digest(context_dir: Path, dockerfile: str) -> str:
+    """sha256 of a project build: its Dockerfile, and the context's files only when the Dockerfile copies any.
+
+    A devcontainer's context is often the whole project, whose files change all day; hashing
+    them all would rebuild (and recreate the containers) on every edit.  Files ``.dockerignore``
+    names (as plain glob lines) and ``.git`` are left out, as the engine leaves them out of the build.
+    """
+    text = (context_dir / dockerfile).read_bytes()
+    h = hashlib.sha256(b"dockerfile\0" + text + b"\0")
+    if not _COPIES.search(text.decode(errors="replace")):
+        return h.hexdigest()
+    ignore = context_dir / ".dockerignore"
+    patterns = [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")] if ignore.is_file() else []
+    for f in sorted(p for p in context_dir.rglob("*") if p.is_file() and ".git" not in p.relative_to(context_dir).parts):
+        rel = f.relative_to(context_dir).as_posix()
+        if any(fnmatch.fnmatch(rel, p.rstrip("/")) or fnmatch.fnmatch(rel, p.rstrip("/") + "/*") for p in patterns):
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def context_digest(context_dir: Path) -> str:

@@ -254,6 +254,31 @@ def _argv(ck: Checker, path: KeyPath, value: object) -> list[str]:
     raise ck.wrong_type(path, "a string or an array of strings", value)
 
 
+def _commands(ck: Checker, path: KeyPath, value: object) -> list[list[str]]:
+    """Lifecycle commands: a string (run by ``/bin/sh -c``), an argument list, or an array of those.
+
+    The string form is a shell command line as in devcontainer.json's ``postCreateCommand``, unlike
+    ``command`` (split, never run by a shell): these run inside the container, never on the host.
+    """
+    if isinstance(value, str):
+        return [["/bin/sh", "-c", Text()(ck, path, value)]]
+    if not isinstance(value, list):
+        raise ck.wrong_type(path, "a string, an array of strings or an array of commands", value)
+    if all(isinstance(v, str) for v in value):
+        if not value:
+            return []
+        return [_strings(ck, path, value)]
+    out: list[list[str]] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            out.append(["/bin/sh", "-c", Text()(ck, (*path, i), item)])
+        elif isinstance(item, list) and item:
+            out.append(_strings(ck, (*path, i), item))
+        else:
+            raise ck.fail((*path, i), f"{format_path((*path, i))} must be a command (a string or a non-empty array of strings)")
+    return out
+
+
 def _env_value(ck: Checker, path: KeyPath, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ck.wrong_type(path, "a string", value)
@@ -333,9 +358,12 @@ HEALTHCHECK = TableSchema({
 }, layered=True)
 
 BUILD = TableSchema({
+    # ``context`` (shipped images/) or ``path`` (the project's own, e.g. imported from a devcontainer.json)
     "context": KeySpec(Text(pattern=_NAME_RE, what="a directory name under images/"), required=True, about="a directory under images/"),
+    "path": KeySpec(Text()),  # a build context directory, relative to the project root
     "args": KeySpec(_env, default={}),
-    "dockerfile": KeySpec(Text(), default="Dockerfile"),
+    "dockerfile": KeySpec(Text(), default="Dockerfile"),  # relative to the context
+    "target": KeySpec(Text()),
 }, layered=True)
 
 
@@ -419,6 +447,8 @@ SERVICE = TableSchema({
     "userns_reason": KeySpec(Text()),
     "network_mode": KeySpec(OneOf(("host", "bridge"))),
     "pid_mode": KeySpec(OneOf(("host",))),
+    "post_create": KeySpec(_commands),  # run once the container is created (devcontainer's postCreateCommand)
+    "post_start": KeySpec(_commands),  # run after each start (postStartCommand)
     "workdir": KeySpec(_boolean, default=True),  # mount the project's work dirs, with its mounts and env
     "enabled": KeySpec(_boolean, default=True),
     "privileged": KeySpec(_never_true),

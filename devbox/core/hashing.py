@@ -24,7 +24,10 @@ def sha256_hex(data: bytes) -> str:
 
 def image_tag(build: Build) -> str:
     """A tag derived from the context's content and the build args: same inputs, same tag, shared across projects."""
-    h = sha256_hex(json.dumps([build.digest, build.dockerfile, list(build.args)]).encode())
+    inputs: list[object] = [build.digest, build.dockerfile, list(build.args)]
+    if build.target is not None:  # only then: the tags of builds without a target stay as they were
+        inputs.append(build.target)
+    h = sha256_hex(json.dumps(inputs).encode())
     return f"devbox/{build.context}:{h[:12]}"
 
 
@@ -39,4 +42,7 @@ def config_hash(service: Service) -> str:
     spec = dataclasses.asdict(service)
     spec.pop("build")
     spec.pop("userns_reason")  # documentation, not configuration
+    for key in ("post_create", "post_start"):  # added later: absent when empty, so existing hashes stay
+        if not spec[key]:
+            spec.pop(key)
     return sha256_hex(json.dumps([HASH_VERSION, spec], sort_keys=True).encode())

@@ -73,17 +73,19 @@ class Healthcheck:
 
 @dataclasses.dataclass(frozen=True)
 class Build:
-    """An image devbox builds from ``images/<context>``.
+    """An image devbox builds from ``images/<context>``, or from a directory of the project (``path``).
 
     ``digest`` covers the context's files, so editing a Dockerfile yields a new
     tag (and therefore a new config hash for the services using it).
     """
 
-    context: str  # name under images/
+    context: str  # name under images/ (for a project directory: its name, for the image tag)
     context_dir: str  # absolute path of the build context
     args: tuple[tuple[str, str], ...] = ()
-    dockerfile: str = "Dockerfile"
+    dockerfile: str = "Dockerfile"  # relative to the context
     digest: str = ""
+    target: str | None = None  # a multi-stage Dockerfile's stage
+    in_project: bool = False  # built in place from the project (no copy, no CA bundle in certs/)
 
     @property
     def args_dict(self) -> dict[str, str]:
@@ -119,6 +121,9 @@ class Service:
     userns_reason: str | None = None
     network_mode: str | None = None
     pid_mode: str | None = None
+    # run by ``up`` in the container (as ``user``, in ``working_dir``): after it is created, after each start
+    post_create: tuple[tuple[str, ...], ...] = ()
+    post_start: tuple[tuple[str, ...], ...] = ()
 
     @property
     def env_dict(self) -> dict[str, str]:

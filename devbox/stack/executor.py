@@ -147,11 +147,13 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
     step = "the start"
     instruction = ""
     with tempfile.TemporaryDirectory(prefix="devbox-build-") as tmp:
-        ctx = build_context(op.build, Path(tmp), ca_bundle())
+        # a project's own context is sent as it is (the SDK honours its .dockerignore); images/ ones get the CA bundle
+        ctx = Path(op.build.context_dir) if op.build.in_project else build_context(op.build, Path(tmp), ca_bundle())
         stream = call(
             lambda: client.api.build(
                 path=str(ctx), tag=op.name, buildargs={**(build_args or {}), **(op.build.args_dict if op.build else {})},
                 dockerfile=op.build.dockerfile if op.build else "Dockerfile", rm=True, forcerm=True, decode=True,
+                target=op.build.target if op.build else None,
             )
         )
         error = None
@@ -181,7 +183,8 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
         if base is not None:
             # the engine failed to get the FROM image: a registry or network problem, not the Dockerfile's
             raise pull_failed(base, last, f"building {op.name}: ")
-        raise BuildError(f"building {op.name} failed at {step}: {last}", hint=f"fix images/{op.build.context}/{op.build.dockerfile}")
+        where = Path(op.build.context_dir, op.build.dockerfile) if op.build.in_project else f"images/{op.build.context}/{op.build.dockerfile}"
+        raise BuildError(f"building {op.name} failed at {step}: {last}", hint=f"fix {where}")
     progress.done(op.name, time.monotonic() - started)
     return f"image {op.name}: built in {time.monotonic() - started:.1f}s"
 
@@ -369,6 +372,8 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation) -> str
         assert op.container_id is not None
         cid = op.container_id
         call(lambda: client.api.start(cid))
+        if op.service is not None:
+            _lifecycle(client, op.service, cid, "post_start", op.service.post_start)
         return cid
     assert op.service is not None and op.config_hash is not None
     if op.action is Action.RECREATE and op.container_id is not None:
@@ -377,7 +382,32 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation) -> str
     created: dict[str, Any] = call(lambda: client.api.create_container(**args))
     cid = str(created["Id"])
     call(lambda: client.api.start(cid))
+    try:
+        _lifecycle(client, op.service, cid, "post_create", op.service.post_create)
+    except DevboxError:
+        remove_container(client, cid)  # so that the next `up` creates it again and runs post_create again
+        raise
+    _lifecycle(client, op.service, cid, "post_start", op.service.post_start)
     return cid
+
+
+def _lifecycle(client: docker.DockerClient, svc: Service, cid: str, what: str, commands: tuple[tuple[str, ...], ...]) -> None:
+    """Run ``svc``'s ``post_create`` or ``post_start`` commands in order, as its user in its working dir.
+
+    The devcontainer spec runs the entries of an object-form command in parallel; these run one after
+    the other (their output interleaved would be unreadable, and most entries are quick).
+    """
+    for argv in commands:
+        exec_id = call(functools.partial(client.api.exec_create, cid, list(argv), user=svc.user or "", workdir=svc.working_dir))["Id"]
+        output: bytes = call(functools.partial(client.api.exec_start, exec_id))
+        code = call(functools.partial(client.api.exec_inspect, exec_id)).get("ExitCode")
+        if code:
+            lines = [ln for ln in output.decode(errors="replace").splitlines() if ln.strip()]
+            raise DevboxError(f"service {svc.name}: {what} command {list(argv)} failed with exit code {code}: "
+                              + (lines[-1] if lines else "(no output)"),
+                              hint=f"fix {what} of services.{svc.name}" + ("; the container was removed, 'devbox up' "
+                                                                          "runs it again" if what == "post_create" else ""))
+        console.info(f"service {svc.name}: {what} {' '.join(argv)[:100]}: ok")
 
 
 def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str) -> None:
