@@ -168,6 +168,6 @@ def ensure_views(views: Views) -> None:
 def release_project_views(project: str, user: User, keep: Views | None = None) -> list[str]:
     """Unmount the project's views that ``keep`` does not use (all of them without ``keep``)."""
     names = {v.name for v in keep.plan.views} if keep is not None and keep.missing_helper is None else set()
-    if helper.helper_status() is not None:
-        return []
+    if not (helper.run_dir() / "mounts").is_dir() or helper.helper_status() is not None:
+        return []  # no view was ever made here, or nobody to ask
     return helper.release_views(project, (user.uid, user.gid), names)
