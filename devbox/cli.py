@@ -172,6 +172,49 @@ def images(
                                                    json_out=json_out)))
 
 
+# --- Dev Containers and Compose (devbox.devcontainer) --------------------------
+
+import_app = typer.Typer(help="Make a devbox project from another tool's file.", no_args_is_help=True)
+export_app = typer.Typer(help="Write the current profile for another tool.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+
+
+@import_app.command("devcontainer")
+def import_devcontainer(
+    path: Optional[str] = typer.Argument(None, help="The devcontainer.json (default: .devcontainer/devcontainer.json, else .devcontainer.json)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing devbox.toml and imported profile."),
+    json_out: bool = typer.Option(False, "--json", help="What was mapped, refused and ignored, as JSON on stdout (schema devbox.import/1)."),
+) -> None:
+    """Write devbox.toml and .devbox/profiles/devcontainer.toml from a devcontainer.json; say what was mapped, refused, ignored."""
+    from devbox.devcontainer import command as dc
+
+    raise typer.Exit(int(dc.import_command(path, force=force, json_out=json_out)))
+
+
+@export_app.command("compose")
+def export_compose(
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE (default: stdout)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Export this profile instead of devbox.toml's."),
+) -> None:
+    """A compose file (format 2.4: Compose v1.29 and v2) with the profile's services, users resolved to numbers."""
+    from devbox.devcontainer import command as dc
+
+    raise typer.Exit(int(dc.export_compose_command(output=output, profile=profile)))
+
+
+@export_app.command("devcontainer")
+def export_devcontainer(
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Directory to write into (default: .devcontainer)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Export this profile instead of devbox.toml's."),
+    force: bool = typer.Option(False, "--force", help="Replace existing files."),
+) -> None:
+    """devcontainer.json for the profile (with compose.yaml beside it for a stack of services)."""
+    from devbox.devcontainer import command as dc
+
+    raise typer.Exit(int(dc.export_devcontainer_command(output_dir=output_dir, profile=profile, force=force)))
+
+
 # --- idmapped views (devbox.idmapd) -------------------------------------------
 
 

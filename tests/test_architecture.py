@@ -8,7 +8,8 @@ Layers, from the ground up (README "Layout"):
     3  config/  remap/  idmapd/       devbox.toml -> model; the host remap; the idmap helper
     4  watch/                         the ownership watcher
     5  stack/  doctor/                the stack; the diagnosis of everything
-    6  cli                            options in, one call, an exit code out
+    6  devcontainer/                  Dev Containers and Compose in and out (export asks the stack's views for users)
+    7  cli                            options in, one call, an exit code out
 
 A module may import its own package and any lower layer, never a peer package
 of its own layer or anything above.  ``core/`` imports nothing of devbox
@@ -41,8 +42,9 @@ LAYERS: dict[str, int] = {
     "devbox.watch": 4,
     "devbox.stack": 5,
     "devbox.doctor": 5,
-    "devbox.cli": 6,
-    "devbox.__main__": 7,
+    "devbox.devcontainer": 6,
+    "devbox.cli": 7,
+    "devbox.__main__": 8,
 }
 
 
