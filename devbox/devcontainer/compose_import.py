@@ -40,7 +40,8 @@ def from_compose(m: Mapper, doc: Mapping[str, Any], compose: Mapping[str, Any], 
     for key in compose:
         if key not in ("version", "services", "volumes"):
             m.report.refused.append((f"compose: {key}", "devbox stacks have services and named volumes only"))
-    volume_names = {k: m.volume_name(str((v or {}).get("name") or k)) for k, v in (compose.get("volumes") or {}).items()}
+    # the key, not a `name:` (devbox scopes volume names by project itself: devbox-PROJECT-KEY)
+    volume_names = {k: m.volume_name(k) for k in compose.get("volumes") or {}}
     workdirs: set[str] = set()
     out: dict[str, dict[str, Any]] = {}
     for name in wanted:

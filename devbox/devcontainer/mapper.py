@@ -80,7 +80,7 @@ class Mapper:
             if kind == "containerWorkspaceFolderBasename":
                 return posixpath.basename(self.workspace)
             if kind == "devcontainerId":
-                return self.project
+                return ""  # it scopes names to the project, which devbox's volume names already are
             if kind in ("localEnv", "env") and arg:
                 if arg in ("HOME", "USERPROFILE"):
                     return self.where.home
@@ -126,7 +126,7 @@ class Mapper:
 
     def volume_name(self, name: str) -> str:
         # devbox already scopes volumes by project (devbox-PROJECT-NAME)
-        cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", name.replace(self.project, "")).strip("-_.")
+        cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", name).strip("-_.")
         return cleaned or "data"
 
     # --- values -------------------------------------------------------------------------------------
