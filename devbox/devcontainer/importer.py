@@ -183,7 +183,9 @@ def _apply_run_arg(m: Mapper, prop: str, item: tuple[str, str | None], svc: dict
                                        "(a profile can say it only with userns_mode = \"host\" and a written userns_reason)"))
     elif flag in ("--cap-add", "--security-opt", "--device", "--group-add", "--sysctl", "--cgroupns"):
         m.report.refused.append((prop, f"{shown}: devbox profiles grant no extra capabilities, devices or security options"))
-    elif flag in ("--name", "--hostname", "-h", "--rm", "--init", "--label", "-l", "-i", "-t", "-it", "--interactive", "--tty",
+    elif flag == "--init":
+        m.report.ignored.append((prop, f"{shown}: devbox always runs an init process"))
+    elif flag in ("--name", "--hostname", "-h", "--rm", "--label", "-l", "-i", "-t", "-it", "--interactive", "--tty",
                   "--network", "--net"):
         m.report.ignored.append((prop, f"{shown}: devbox names, labels and networks its containers itself"))
     else:
