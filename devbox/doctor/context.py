@@ -180,9 +180,13 @@ def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = N
     setting = project.strategy if isinstance(project, Project) else "auto"
     probe_result = None
     probe_error = None
+    # ``auto`` on a dockerd without remap means idmapped views once their helper is installed (what `up` then
+    # uses); until then doctor diagnoses the remap, and idmap.helper names the alternative
+    from devbox.idmapd.client import helper_status
+
     ctx.state = dataclasses.replace(
         state, engine=info, engine_error=engine_error.one_line() if engine_error else None, setting=setting,
-        views_auto=True,
+        views_auto=helper_status(root_will_do=False) is None,
     )
     choice = ctx.state.choice
     if client is not None and info is not None and probe:

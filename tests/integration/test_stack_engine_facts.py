@@ -53,7 +53,9 @@ def test_ps_on_a_daemon_without_remap_says_root_is_root(plain_engine: PrivateDae
         human = ok(devbox(plain_engine, root, "ps"))
         assert "remapped" not in human.stdout
         assert "none (root is root!)" in human.stdout
-        assert "this engine does not remap: container root is real root" in human.stderr
+        # auto on a dockerd without remap is idmap: files are made yours by views, processes stay host root
+        assert report["engine"]["strategy"] == "idmap" and report["engine"]["processes_run_as"] == "host root"
+        assert "their processes still run as host root" in human.stderr
     finally:
         devbox(plain_engine, root, "down")
 

@@ -46,7 +46,10 @@ def check_idmap_helper_for_up(ctx: Context) -> list[Finding]:
     found = assess.check_idmap_helper(root_will_do=False)
     need = views_needed(ctx)
     if found.status == "fail" and need is None:
-        return [Finding("idmap.helper", "skip", (*found.evidence[:1], "no service here needs idmapped views"))]
+        e = ctx.state.engine
+        alternative = (f"{found.fix}: idmapped views make your files yours without remapping this dockerd"
+                       if e is not None and e.kind == "docker-rootful" and not e.userns else "no service here needs idmapped views")
+        return [Finding("idmap.helper", "skip", (*found.evidence[:1], alternative))]
     if found.status == "fail":
         return [Finding("idmap.helper", "fail", (*found.evidence, f"needed: {need}"), found.fix)]
     return [found]
