@@ -10,5 +10,5 @@ those with its ownership guarantees and writes them back out, so nobody is locke
 * :mod:`.render` writes TOML, YAML and JSON text (pure);
 * :mod:`.command` is the file I/O and the engine questions of the three commands.
 
-``docs/devcontainer.md`` lists every devcontainer.json property and what becomes of it.
+The README ("Coming from Dev Containers / Compose") lists every devcontainer.json property and what becomes of it.
 """

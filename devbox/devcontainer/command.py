@@ -75,7 +75,7 @@ def import_command(path: str | None, *, force: bool, json_out: bool, cwd: Path |
         imported = import_devcontainer(doc, where, config.project_slug(root), compose=compose, compose_dir=compose_dir)
     except ConfigError as exc:
         raise ConfigError(exc.message, where=exc.where or shown, hint=exc.hint) from None
-    header = [f"Imported from {shown} by `devbox import devcontainer`; edit freely (see docs/devcontainer.md).",
+    header = [f"Imported from {shown} by `devbox import devcontainer`; edit freely (README: Coming from Dev Containers / Compose).",
               *[f"refused: {p}: {w}" for p, w in imported.report.refused]]
     previous = {f: f.read_bytes() if f.exists() else None for f in (project_file, profile_file)}
     write_atomic(profile_file, render.profile_toml(header, imported.description, imported.services).encode())

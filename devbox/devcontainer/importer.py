@@ -5,7 +5,7 @@ Pure: the files' data comes in parsed, paths are strings, and the one question a
 answers with :func:`devbox.config.resolve.check_bind_source`, the refusal ``up`` itself applies.
 
 The tables are what a profile file holds, so the written profile is checked by the same schema as
-any other; nothing here decides what ``up`` does.  ``docs/devcontainer.md`` has the property table.
+any other; nothing here decides what ``up`` does.  The README ("Coming from Dev Containers / Compose") has the property table.
 """
 
 from __future__ import annotations
