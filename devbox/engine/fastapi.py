@@ -50,6 +50,7 @@ class Api:
         self.timeout = timeout
         self.host = host or f"unix://{socket_path}"
         self._conn = _UnixConnection(socket_path, timeout)
+        self.last_headers: dict[str, str] = {}  # of the last response, names lowercased
 
     def close(self) -> None:
         self._conn.close()
@@ -71,6 +72,7 @@ class Api:
             try:
                 self._conn.request(method, url, body=payload, headers=headers)
                 resp = self._conn.getresponse()
+                self.last_headers = {k.lower(): v for k, v in resp.getheaders()}
                 return resp.status, resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 # a kept-alive connection the daemon closed: reconnect once
@@ -104,6 +106,11 @@ class Api:
     def ping(self) -> None:
         """Raise unless the engine answers ``/_ping`` (a typed error says why)."""
         self.call("GET", "/_ping")
+
+    def ping_headers(self) -> dict[str, str]:
+        """``/_ping``'s response headers (names lowercased): ``Api-Version``, and Podman's ``Libpod-Api-Version``."""
+        self.call("GET", "/_ping")
+        return dict(self.last_headers)
 
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", "/info")

@@ -121,7 +121,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
 
     stack, facts = desired(project, profile)
     client = connect()
-    _, strategy = guard_engine(client, project)
+    info, strategy = guard_engine(client, project)
     user = resolve_user()
     paths = paths_for(user)
     refs = [ref for ref, _ in stack.images]
@@ -134,7 +134,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
         images_only = reconcile(stack, observed)
         if not dry_run:
             if strategy == "remap":
-                guard_remap(client, project, images_only, user, paths)
+                guard_remap(client, project, images_only, user, paths, info)
             executor.execute(client, images_only.images_only(), network.build_args(facts))
             observed = observe_project(client, stack.project, refs)
             views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
@@ -154,7 +154,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
             launch.wait()
         return executor.Report(containers={op.name: op.container_id or "" for op in plan.operations if op.service is not None})
     if strategy == "remap":
-        guard_remap(client, project, plan, user, paths)
+        guard_remap(client, project, plan, user, paths, info)
     # The watcher imports and scans while the engine works; its ready signal is collected at the end.
     launch = watcher.on_up(project, profile)
     try:

@@ -36,7 +36,8 @@ class RemapVerdict:
     reason: str  # why not (or how it was proven)
 
 
-def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> RemapVerdict:
+def remap_verdict(client: docker.DockerClient, paths: Paths, user: User,
+                  info: engine.EngineInfo | None = None) -> RemapVerdict:
     """Is container root the invoking user on this engine?  Proven by the probe, cached per daemon.
 
     The fast path is one ``info`` call: the cache key holds the daemon's data
@@ -45,7 +46,7 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User) -> Rema
     """
     from devbox.remap.assess import assess_engine, assess_probe, observe_host
 
-    info = engine.inspect_engine(client)
+    info = info or engine.inspect_engine(client)
     verdict = info.root_is(user.name, user.uid, user.gid)
     if not verdict.ok or info.rootless:
         return RemapVerdict(verdict.ok, verdict.reason)
@@ -94,7 +95,8 @@ def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.
     return info, choice.strategy
 
 
-def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, user: User, paths: Paths) -> None:
+def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, user: User, paths: Paths,
+                info: engine.EngineInfo | None = None) -> None:
     """``[remap] policy``: refuse (require) or warn before starting services that bind-mount host dirs."""
     if project.remap is RemapPolicy.OFF:
         return
@@ -105,7 +107,7 @@ def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, 
     )
     if not starting:
         return
-    verdict = remap_verdict(client, paths, user)
+    verdict = remap_verdict(client, paths, user, info)
     if verdict.ok:
         return
     what = f"services that bind-mount your files ({', '.join(starting)})"
