@@ -175,3 +175,19 @@ def test_kernel_versions_and_filesystem_support() -> None:
     assert kernel_version("weird") == (0, 0)
     ok, why = fs_support(str(Path("/proc")), (6, 18))  # procfs: not one devbox knows
     assert ok is None and "only a real write" in why
+
+
+def test_the_helper_reads_a_callers_ranges_by_name_uid_and_for_gids_primary_group(tmp_path: Path) -> None:
+    import grp
+    import pwd
+
+    from devbox.idmapd.server import Helper
+
+    me = pwd.getpwuid(0).pw_name
+    group = grp.getgrgid(0).gr_name
+    (tmp_path / "subuid").write_text(f"{me}:100000:65536\n0:300000:10\nsomeone:400000:65536\n")
+    (tmp_path / "subgid").write_text(f"{group}:500000:65536\nsomeone:600000:65536\n")
+    helper = Helper(tmp_path / "run", subuid=tmp_path / "subuid", subgid=tmp_path / "subgid", quiet=True)
+    uids, gids = helper._subids(0, 0)
+    assert uids == [(100000, 65536), (300000, 10)]
+    assert gids == [(500000, 65536)]

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import grp
 import json
 import os
 import pwd
@@ -139,7 +140,7 @@ class Helper:
         try:
             st = os.fstat(fd)
             check_owner(source, st.st_uid, peer.uid)
-            writer = check_writer((peer.uid, peer.gid), req.get("writer"), *self._subids(peer.uid))
+            writer = check_writer((peer.uid, peer.gid), req.get("writer"), *self._subids(peer.uid, peer.gid))
             uid_line, gid_line = (peer.uid, writer[0], 1), (peer.gid, writer[1], 1)
             record = {"source": source, "dev": st.st_dev, "ino": st.st_ino, "uid": list(uid_line), "gid": list(gid_line)}
             with self._locked():
@@ -191,19 +192,26 @@ class Helper:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _subids(self, uid: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    def _subids(self, uid: int, gid: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The caller's subordinate ranges: /etc/subuid lines of its name or uid; /etc/subgid lines of its
+        name, uid, or primary group's name (dockerd keys a remap's subgid lines by the group)."""
         try:
             name = pwd.getpwuid(uid).pw_name
         except KeyError:
             return [], []
+        try:
+            group = grp.getgrgid(gid).gr_name
+        except KeyError:
+            group = name
         out: list[list[tuple[int, int]]] = []
-        for path in (self.subuid, self.subgid):
+        for path, keys in ((self.subuid, (name, str(uid))), (self.subgid, (name, str(uid), group))):
             try:
                 text = path.read_text()
             except OSError:
                 text = ""
-            entries = parse_subid(text, str(path)).owned_by(name) + parse_subid(text, str(path)).owned_by(str(uid))
-            out.append([(e.start, e.count) for e in entries])
+            parsed = parse_subid(text, str(path))
+            entries = {e for key in dict.fromkeys(keys) for e in parsed.owned_by(key)}
+            out.append(sorted((e.start, e.count) for e in entries))
         return out[0], out[1]
 
     @staticmethod

@@ -119,8 +119,9 @@ def plan_stack_views(client: docker.DockerClient, stack: Stack, strategy: str, u
     users = container_users(client, stack, strategy, present)
     subuid, subgid = observe.read_subid(paths.subuid), observe.read_subid(paths.subgid)
     uid_entries, gid_entries = subuid.owned_by(user.name), subgid.owned_by(user.group)
+    # what the helper grants (devbox.idmapd.server: subuid by name, subgid by name or primary group)
     allowed = ([(e.start, e.count) for e in subuid.owned_by(user.name)],
-               [(e.start, e.count) for e in subgid.owned_by(user.name)])
+               [(e.start, e.count) for e in {*subgid.owned_by(user.name), *subgid.owned_by(user.group)}])
     vp = plan_views(stack, strategy, (user.uid, user.gid), users,
                     predict_map(uid_entries), predict_map(gid_entries), allowed)
     if not vp.views:
