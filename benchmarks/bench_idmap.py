@@ -94,7 +94,7 @@ def chown_tree(root: Path, uid: int) -> float:
 
 def view_round_trips(base: Path, env: dict[str, str], n: int = 50) -> tuple[float, float]:
     """Median seconds of a mount and of an unmount request through the helper's socket."""
-    from devbox.idmapd.client import _socket_call
+    from devbox.idmapd.client import socket_call
 
     run = base / "helper-run"
     src = base / "view-source"
@@ -110,10 +110,10 @@ def view_round_trips(base: Path, env: dict[str, str], n: int = 50) -> tuple[floa
         mounts, unmounts = [], []
         for _ in range(n):
             t0 = time.perf_counter()
-            r = _socket_call(run, {"op": "mount", "name": "bench-0", "source": str(src), "writer": [0, 0]}, 10)
+            r = socket_call(run, {"op": "mount", "name": "bench-0", "source": str(src), "writer": [0, 0]}, 10)
             t1 = time.perf_counter()
             assert r["ok"], r
-            _socket_call(run, {"op": "unmount", "name": "bench-0"}, 10)
+            socket_call(run, {"op": "unmount", "name": "bench-0"}, 10)
             t2 = time.perf_counter()
             mounts.append(t1 - t0)
             unmounts.append(t2 - t1)

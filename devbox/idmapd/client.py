@@ -32,7 +32,8 @@ class NoHelper(HostError):
     """The helper does not answer (not installed, or stopped)."""
 
 
-def _socket_call(run: Path, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+def socket_call(run: Path, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One request through the helper's socket, whoever we are (root included): the helper's own answer."""
     path = run / SOCKET
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
         s.settimeout(timeout)
@@ -66,7 +67,7 @@ def ask(req: dict[str, Any], *, owner: tuple[int, int] | None = None, run: Path 
     if os.geteuid() == 0:
         uid, gid = owner if owner is not None else (0, 0)
         return Helper(run, quiet=True).handle(Peer(os.getpid(), uid, gid), req)
-    return _socket_call(run, req, timeout)
+    return socket_call(run, req, timeout)
 
 
 def checked(reply: dict[str, Any], what: str) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def helper_status(run: Path | None = None, *, root_will_do: bool = True) -> str 
     if os.geteuid() == 0 and root_will_do:
         return None
     try:
-        _socket_call(run or run_dir(), {"op": "ping"}, 5.0)
+        socket_call(run or run_dir(), {"op": "ping"}, 5.0)
     except HostError as exc:
         return exc.message
     return None

@@ -126,7 +126,7 @@ def _wait_for_helper(timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if client._socket_call(client.run_dir(), {"op": "ping"}, 2.0).get("ok"):
+            if client.socket_call(client.run_dir(), {"op": "ping"}, 2.0).get("ok"):
                 return True
         except (HostError, OSError):
             pass
@@ -159,9 +159,9 @@ def install_command(paths: Paths | None = None) -> Exit:
             if r.returncode != 0:
                 raise HostError(f"{shlex.join(argv)} failed: {(r.stderr or r.stdout).strip()}", hint=f"journalctl -u {UNIT}")
         how: dict[str, object] = {"kind": "systemd", "unit": str(unit)}
-    elif _pid() is not None and _wait_for_helper(2.0):
-        how = {"kind": "process", "pid": _pid()}
-        console.info(f"the idmap helper already runs (pid {_pid()})")
+    elif (running := _pid()) is not None and _wait_for_helper(2.0):
+        how = {"kind": "process", "pid": running}
+        console.info(f"the idmap helper already runs (pid {running})")
     else:
         proc = subprocess.Popen(_serve_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, cwd="/", close_fds=True)

@@ -169,6 +169,8 @@ def ensure_views(views: Views) -> None:
 def release_project_views(project: str, user: User, keep: Views | None = None) -> list[str]:
     """Unmount the project's views that ``keep`` does not use (all of them without ``keep``)."""
     names = {v.name for v in keep.plan.views} if keep is not None and keep.missing_helper is None else set()
-    if not (helper.run_dir() / "mounts").is_dir() or helper.helper_status() is not None:
-        return []  # no view was ever made here, or nobody to ask
+    if not (helper.run_dir() / "mounts").is_dir():
+        return []  # no view was ever made here
+    if not names and helper.helper_status() is not None:  # with views kept, planning just heard the helper answer
+        return []
     return helper.release_views(project, (user.uid, user.gid), names)
