@@ -96,6 +96,16 @@ def up(
 
 
 @app.command()
+def build(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Build this profile's images instead of devbox.toml's."),
+) -> None:
+    """Build the images the profile needs (what up builds first), starting nothing."""
+    from devbox.stack import commands as stack
+
+    raise typer.Exit(int(stack.build(profile=profile)))
+
+
+@app.command()
 def switch(profile: str = typer.Argument(..., help="The profile to switch to (see devbox profiles).")) -> None:
     """Switch toolchains: save PROFILE in devbox.toml and recreate only the services that change."""
     from devbox.stack import commands as stack
@@ -109,6 +119,18 @@ def ps(json_out: bool = typer.Option(False, "--json", help="Machine-readable out
     from devbox.stack import commands as stack
 
     raise typer.Exit(int(stack.ps(json_out=json_out)))
+
+
+@app.command(name="open")
+def open_(
+    service: Optional[str] = typer.Argument(None, help="The service (default: the profile's first web UI, e.g. ide)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    browser: bool = typer.Option(False, "--browser", "-b", help="Also open the URL in a browser, where there is one."),
+) -> None:
+    """Print the URL and the login of a service's web UI (the IDE of the ide-code profiles)."""
+    from devbox.stack import commands as stack
+
+    raise typer.Exit(int(stack.open_(service, json_out=json_out, browser=browser)))
 
 
 @app.command()

@@ -82,6 +82,10 @@ class Paths:
     def watcher_log(self, project: str) -> Path:
         return self.user_state / "watch" / f"{project}.log"
 
+    def secrets(self, project: str) -> Path:
+        """Generated login secrets of a project's services, one 0600 file per variable."""
+        return self.user_state / "secrets" / project
+
     def leak_records(self, project: str) -> Path:
         return self.user_state / "watch" / f"{project}.leaks.jsonl"
 

@@ -204,6 +204,20 @@ def _resolve_profile(raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx,
                 raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: unknown service '{dep.service}'", suggest(dep.service, services))
             if dep.condition == "healthy" and services[dep.service].healthcheck is None:
                 raise lay.fail("depends_on", (dep.service,), f"{lay.path('depends_on')}: condition 'healthy' needs a healthcheck on service '{dep.service}'")
+    for n, service in services.items():
+        lay = layered[n]
+        if service.terminal is not None:
+            target = service.terminal
+            if target == n:
+                raise lay.fail("terminal", (), f"{lay.path('terminal')}: service '{n}' cannot be its own terminal",
+                               "name the runtime service whose toolchain its terminals should reach")
+            if target not in services:
+                if target in layered:
+                    raise lay.fail("terminal", (), f"{lay.path('terminal')}: service '{target}' is disabled in profile '{raw.name}'")
+                raise lay.fail("terminal", (), f"{lay.path('terminal')}: unknown service '{target}'", suggest(target, services))
+        if service.web_port is not None and service.web_port not in {p.container_port for p in service.ports}:
+            raise lay.fail("web_port", (), f"{lay.path('web_port')}: port {service.web_port} is not published",
+                           f"add it to ports, e.g. \"127.0.0.1::{service.web_port}\"")
     cycle = find_cycle({n: [d.service for d in s.depends_on] for n, s in services.items()})
     if cycle:
         lay = layered[cycle[0]]
@@ -248,6 +262,9 @@ def _build_service(name: str, lay: Layered, ctx: _Ctx, known_contexts: Sequence[
         pid_mode=d.get("pid_mode"),
         post_create=tuple(tuple(c) for c in d.get("post_create", ())),
         post_start=tuple(tuple(c) for c in d.get("post_start", ())),
+        generated_env=tuple(dict.fromkeys(d.get("generated_env", ()))),
+        terminal=d.get("terminal"),
+        web_port=d.get("web_port"),
     )
 
 

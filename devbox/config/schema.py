@@ -38,7 +38,7 @@ DAY_S = 86_400
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _VOLUME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PORT_RE = re.compile(r"^(?:(?P<ip>\[[0-9a-fA-F:]+\]|\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d+):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
+_PORT_RE = re.compile(r"^(?:(?P<ip>\[[0-9a-fA-F:]+\]|\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d*):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
 
 Check = Callable[["Checker", KeyPath, Any], Any]
 """Checks one value at a key path and returns it normalised, or raises the located ConfigError."""
@@ -328,7 +328,7 @@ def _health_test(ck: Checker, path: KeyPath, value: object) -> list[str]:
 
 PORT = TableSchema({
     "container": KeySpec(Integer(1, 65535), required=True),
-    "host": KeySpec(Integer(1, 65535)),  # default: the container port (see _port)
+    "host": KeySpec(Integer(0, 65535)),  # default: the container port (see _port); 0: any free port
     "host_ip": KeySpec(Text(), default="127.0.0.1"),  # loopback: nothing is exposed by accident
     "protocol": KeySpec(OneOf(("tcp", "udp")), default="tcp"),
 })
@@ -368,7 +368,8 @@ BUILD = TableSchema({
 
 
 def _port(ck: Checker, path: KeyPath, value: object) -> dict[str, Any]:
-    """``[IP:]HOST:CONTAINER[/tcp|udp]`` (or just the number) or a PORT table."""
+    """``[IP:]HOST:CONTAINER[/tcp|udp]`` (or just the number) or a PORT table; an empty or 0 HOST
+    (``127.0.0.1::8080``) lets the engine pick a free port."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str):
@@ -376,8 +377,8 @@ def _port(ck: Checker, path: KeyPath, value: object) -> dict[str, Any]:
         if not m:
             raise ck.fail(path, f"{format_path(path)}: '{value}' is not a port ([IP:]HOST:CONTAINER[/tcp|udp])")
         table: dict[str, Any] = {"container": int(m["container"])}
-        if m["host"]:
-            table["host"] = int(m["host"])
+        if m["host"] is not None:  # "127.0.0.1::8080" (Docker's form): any free host port
+            table["host"] = int(m["host"] or 0)
         if m["ip"]:
             table["host_ip"] = m["ip"].strip("[]")
         if m["proto"]:
@@ -449,6 +450,9 @@ SERVICE = TableSchema({
     "pid_mode": KeySpec(OneOf(("host",))),
     "post_create": KeySpec(_commands),  # run once the container is created (devcontainer's postCreateCommand)
     "post_start": KeySpec(_commands),  # run after each start (postStartCommand)
+    "generated_env": KeySpec(ArrayOf(Text(pattern=_ENV_RE, what="an environment variable name"))),
+    "terminal": KeySpec(Text(pattern=_NAME_RE, what="a service name")),  # checked against the profile's services
+    "web_port": KeySpec(Integer(1, 65535)),  # a published container port serving a web UI
     "workdir": KeySpec(_boolean, default=True),  # mount the project's work dirs, with its mounts and env
     "enabled": KeySpec(_boolean, default=True),
     "privileged": KeySpec(_never_true),

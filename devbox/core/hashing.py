@@ -42,7 +42,9 @@ def config_hash(service: Service) -> str:
     spec = dataclasses.asdict(service)
     spec.pop("build")
     spec.pop("userns_reason")  # documentation, not configuration
-    for key in ("post_create", "post_start"):  # added later: absent when empty, so existing hashes stay
+    for key in ("post_create", "post_start", "web_port"):  # added later: absent when empty, so existing hashes stay
         if not spec[key]:
             spec.pop(key)
+    for key in ("generated_env", "terminal"):  # their effect is in env and mounts (devbox.core.access)
+        spec.pop(key)
     return sha256_hex(json.dumps([HASH_VERSION, spec], sort_keys=True).encode())

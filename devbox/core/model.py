@@ -41,12 +41,12 @@ class Port:
     """A published port.  ``host_ip`` defaults to loopback: nothing is exposed to the network by accident."""
 
     container_port: int
-    host_port: int
+    host_port: int  # 0: a free port the engine picks when the container starts (ps and open tell it)
     host_ip: str = "127.0.0.1"
     protocol: Literal["tcp", "udp"] = "tcp"
 
     def __str__(self) -> str:
-        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+        return f"{self.host_ip}:{self.host_port or 'any'}->{self.container_port}/{self.protocol}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,12 @@ class Service:
     # run by ``up`` in the container (as ``user``, in ``working_dir``): after it is created, after each start
     post_create: tuple[tuple[str, ...], ...] = ()
     post_start: tuple[tuple[str, ...], ...] = ()
+    # env variables whose values devbox generates once per project and keeps 0600 in your state
+    # dir (a login password); applied by :mod:`devbox.core.access`, which also wires ``terminal``:
+    # the service whose toolchain this one's terminals run in (the IDE's integrated terminal)
+    generated_env: tuple[str, ...] = ()
+    terminal: str | None = None
+    web_port: int | None = None  # the container port that serves a web UI (up, ps and open print its URL)
 
     @property
     def env_dict(self) -> dict[str, str]:

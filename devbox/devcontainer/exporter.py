@@ -89,7 +89,7 @@ def compose_service(svc: Service, lay: Layout, user: str | None) -> dict[str, An
     if svc.env:
         out["environment"] = dict(svc.env)
     if svc.ports:
-        out["ports"] = [f"{p.host_ip}:{p.host_port}:{p.container_port}/{p.protocol}" for p in svc.ports]
+        out["ports"] = [f"{p.host_ip}:{p.host_port or ''}:{p.container_port}/{p.protocol}" for p in svc.ports]
     if svc.mounts:
         out["volumes"] = [_mount_line(lay, m) for m in svc.mounts]
     if svc.depends_on:
@@ -199,7 +199,7 @@ def _single(svc: Service, lay: Layout, workdir: str, workdir_source: str, notes:
         simple = [p for p in svc.ports if p.host_port == p.container_port and p.protocol == "tcp" and p.host_ip == "127.0.0.1"]
         if simple:
             doc["forwardPorts"] = [p.container_port for p in simple]
-        rest = [f"{p.host_ip}:{p.host_port}:{p.container_port}/{p.protocol}" for p in svc.ports if p not in simple]
+        rest = [f"{p.host_ip}:{p.host_port or ''}:{p.container_port}/{p.protocol}" for p in svc.ports if p not in simple]
         if rest:
             doc["appPort"] = rest
     if svc.command is None:

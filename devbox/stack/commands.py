@@ -8,6 +8,7 @@ pure), carries the plan out (:mod:`devbox.stack.executor`) and reports through
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -87,6 +88,9 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
     report = converge(project, prof.name, dry_run=dry_run)
     if dry_run or report is None:
         return Exit.OK
+    if any(s.web_port is not None for s in prof.services):
+        for web in web_endpoints(connect(), project, prof.name):
+            console.say(web.line(with_secret=False))
     interactive = prof.interactive
     if detach or interactive is None:
         return Exit.OK
@@ -99,14 +103,95 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
     return attach(cid)
 
 
+@dataclasses.dataclass(frozen=True)
+class WebEndpoint:
+    """A running service's web UI: where it is and how to log in (``up``, ``ps``, ``open``)."""
+
+    service: str
+    url: str | None  # None: not running, so no port is bound
+    login: str | None  # the generated variable that is its login (PASSWORD)
+    secret: str | None
+
+    def line(self, *, with_secret: bool) -> str:
+        where = self.url or "not running (devbox up starts it)"
+        if self.login is None:
+            return f"{self.service}: {where}"
+        shown = self.secret if with_secret else f"devbox open {self.service} prints it"
+        return f"{self.service}: {where}  ({self.login.lower()}: {shown})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "url": self.url, "login": self.login, "secret": self.secret}
+
+
+def web_endpoints(client: docker.DockerClient, project: Project, profile: str | None = None,
+                  stack: Stack | None = None) -> list[WebEndpoint]:
+    """The web UIs of the profile's services (``web_port``), with the URL the engine bound."""
+    from devbox.core import access
+    from devbox.stack import observe
+
+    wanted = stack if stack is not None else desired(project, profile)[0]
+    running = {c.service: c for c in observe.containers(client, project.name) if c.status == "running"}
+    out = []
+    for svc in wanted.services:
+        if svc.web_port is None:
+            continue
+        c = running.get(svc.name)
+        url = access.web_url(svc, observe.detail(client, c.id).ports) if c is not None else None
+        login = access.login_variable(svc)
+        out.append(WebEndpoint(svc.name, url, login, svc.env_dict.get(login) if login else None))
+    return out
+
+
+def open_(service: str | None, *, json_out: bool, browser: bool, start: Path | None = None) -> Exit:
+    """Print (or open) the URL of a service's web UI, with its login."""
+    project = config.find_project(start)
+    client = connect()
+    webs = web_endpoints(client, project)
+    if not webs:
+        raise DevboxError(f"profile {project.default_profile} has no service with a web UI",
+                          hint="the ide-code and ide-python profiles have one (devbox profiles)")
+    if service is None:
+        web = webs[0]
+    else:
+        found = [w for w in webs if w.service == service]
+        if not found:
+            raise DevboxError(f"service '{service}' has no web UI in profile {project.default_profile}",
+                              hint="services with one: " + ", ".join(w.service for w in webs))
+        web = found[0]
+    if json_out:
+        console.emit_json({"schema": "devbox.open/1", "project": project.name, **web.to_json()})
+        return Exit.OK if web.url else Exit.PROBLEMS
+    if web.url is None:
+        raise DevboxError(f"service {web.service} is not running", hint="run 'devbox up -d'")
+    console.say(web.url)
+    if web.login is not None:
+        console.say(f"{web.login.lower()}: {web.secret}")
+    if browser:
+        import webbrowser
+
+        if not webbrowser.open(web.url):
+            console.warn("no browser to open here: open the URL above yourself")
+    return Exit.OK
+
+
 def desired(project: Project, profile: str | None = None) -> tuple[Stack, NetworkFacts]:
     """The stack ``profile`` asks for on this host: the profile's services, plus the host's extra CA
-    bundle and proxy settings (``[network]``; :mod:`devbox.core.network`)."""
+    bundle and proxy settings (``[network]``; :mod:`devbox.core.network`), and the generated login
+    secrets and terminal relay of a web IDE (:mod:`devbox.core.access`)."""
+    from devbox.core import access
+    from devbox.host import secrets
     from devbox.host.network import network_facts
+    from devbox.host.user import acting_for_other
+    from devbox.payload import relay_script
 
     user = resolve_user()
     facts = network_facts(project.ca_certificates, user.home, project_root=project.root)
-    return network.apply(project.stack(profile), facts), facts
+    stack = project.stack(profile)
+    names = access.secret_names(stack)
+    if names:
+        values = secrets.load(paths_for(user).secrets(project.name), names, user if acting_for_other(user) else None)
+        stack = access.apply(stack, values, str(relay_script()))
+    return network.apply(stack, facts), facts
 
 
 def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
@@ -168,6 +253,26 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     if launch is not None:
         launch.wait()
     return report
+
+
+def build(*, profile: str | None, start: Path | None = None) -> Exit:
+    """Build (or pull) the images a profile needs, start nothing: what ``up`` would build first."""
+    from devbox.stack import executor
+    from devbox.stack.observe import observe_project
+    from devbox.stack.reconcile import reconcile
+
+    project = config.find_project(start)
+    prof = resolve_profile(project, profile)
+    stack, facts = desired(project, prof.name)
+    client = connect()
+    observed = observe_project(client, stack.project, [ref for ref, _ in stack.images])
+    plan = reconcile(stack, observed).images_only()
+    if plan.is_noop:
+        console.info(f"{project.name} ({prof.name}): every image is built")
+        return Exit.OK
+    report = executor.execute(client, plan, network.build_args(facts))
+    console.info(f"{project.name} ({prof.name}): images ready in {report.seconds:.1f}s")
+    return Exit.OK
 
 
 _PROFILE_LINE = re.compile(r'^(\s*profile\s*=\s*)("[^"]*"|\'[^\']*\')(.*)$', re.MULTILINE)
@@ -266,6 +371,7 @@ def shell(service: str, *, start: Path | None = None) -> int:
 
 
 def ps(*, json_out: bool, start: Path | None = None) -> Exit:
+    from devbox.core import access
     from devbox.core.hashing import config_hash
     from devbox.engine.client import inspect_engine
     from devbox.stack import observe
@@ -302,11 +408,15 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
     rows: list[dict[str, Any]] = []
     for c in found:
         d = observe.detail(client, c.id)
+        svc = None
         try:
-            want = config_hash(wanted.service(c.service))
+            svc = wanted.service(c.service)
+            want = config_hash(svc)
             current = "yes" if want == c.config_hash else "changed"
         except KeyError:
             current = "not in profile"
+        url = access.web_url(svc, d.ports) if svc is not None and c.status == "running" else None
+        login = access.login_variable(svc) if svc is not None else None
         rows.append({
             "service": c.service,
             "container": c.name,
@@ -324,6 +434,8 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
             "userns_host": d.userns_mode == "host",
             # container root is host root: files it writes in a bind mount are root's
             "root_is_host_root": d.userns_mode == "host" or default_userns == "none",
+            "url": url,  # a web UI (web_port), on the port the engine picked
+            "login": {"variable": login, "secret": svc.env_dict.get(login)} if svc is not None and login else None,
         })
     from devbox.watch import process as watcher_process  # the ownership watcher: running, not running or crashed
 
@@ -354,6 +466,10 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
         userns = "HOST (no remap!)" if r["userns_host"] else "none (root is root!)" if r["root_is_host_root"] else r["userns_mode"]
         table_rows.append([r["service"], state, r["version"] or r["toolchain"] or "", ", ".join(r["ports"]), userns, r["up_to_date"]])
     console.table(["service", "state", "toolchain", "ports", "userns", "current"], table_rows, title=f"{project.name} ({project.default_profile})")
+    for r in rows:
+        if r["url"]:
+            web = WebEndpoint(r["service"], r["url"], *((r["login"]["variable"], r["login"]["secret"]) if r["login"] else (None, None)))
+            console.say(web.line(with_secret=True))
     if any(r["userns_host"] for r in rows):
         console.warn("services with userns_mode=host run as real root on the host: files they write are not yours")
     elif any(r["root_is_host_root"] for r in rows) and strategy != "idmap":

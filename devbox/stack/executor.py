@@ -253,7 +253,7 @@ def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_
     mounts = [DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in svc.mounts]
     port_bindings: dict[int | str, Any] = {}
     for p in svc.ports:
-        port_bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port))
+        port_bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port or None))
     network = svc.network_mode or stack.network
     host_config = client.api.create_host_config(
         mounts=mounts,

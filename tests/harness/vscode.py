@@ -1,0 +1,425 @@
+"""Driving code-server (VS Code in the browser) through its UI, with ``harness.browser.Browser``.
+
+Every step waits for what it needs to see, and every wait is bounded; a failure raises
+(TimeoutError or BrowserError) naming the step, with a screenshot and the page's HTML saved in
+``b.artifacts`` when that is set.
+
+    with Browser(artifacts=artifacts) as b:
+        login(b, "http://127.0.0.1:18080", password)
+        assert "hello.py" in explorer_names(b)
+        new_file(b, "made_by_ui.txt", "written through the editor\\n")
+        out = terminal_run(b, "stat -c %u made_by_ui.txt", re.compile(r"^\\d+$", re.M))
+
+Selectors are VS Code 1.139's (code-server 4.139): the workbench ``.monaco-workbench``, the
+Explorer's ``.explorer-folders-view`` tree (rows ``.monaco-list-row[aria-label]``), editor tabs
+``.tab`` (``dirty`` while unsaved), breadcrumbs, the quick input ``.quick-input-widget`` and the
+terminal's xterm.js DOM renderer (``.xterm-rows``: Chromium started with ``--disable-3d-apis``
+has no WebGL, so xterm.js draws rows as DOM text, one ``div`` per row of the viewport).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from .browser import CTRL, SHIFT, Browser, BrowserError
+
+WORKBENCH_TIMEOUT = 120.0
+
+# Fail-fast checks: an expression whose truthy value is the error to report.
+_WORKBENCH_ERROR = """(() => {
+    const err = document.querySelector('.login-form .error, .error-display');
+    if (err && err.textContent.trim()) return 'login page says: ' + err.textContent.trim();
+    const dlg = document.querySelector('.monaco-dialog-box');
+    if (dlg && dlg.offsetParent !== null) return 'VS Code shows a dialog: ' + dlg.textContent.trim().slice(0, 300);
+    return null;
+})()"""
+_SAVE_ERROR = """(() => {
+    for (const t of document.querySelectorAll('.notification-toast, .notifications-center .notification-list-item')) {
+        const s = t.textContent || '';
+        if (/failed to save|unable to write|permission|EACCES|EPERM|EROFS/i.test(s)) return 'notification: ' + s.trim().slice(0, 300);
+    }
+    const dlg = document.querySelector('.monaco-dialog-box');
+    if (dlg && dlg.offsetParent !== null) return 'VS Code shows a dialog: ' + dlg.textContent.trim().slice(0, 300);
+    return null;
+})()"""
+
+
+def _js(value: object) -> str:
+    return json.dumps(value)
+
+
+def _settle(seconds: float = 0.15) -> None:
+    """A short pause for a UI transition that has no observable end state (an animation, a hover)."""
+    time.sleep(seconds)
+
+
+def _active_element(b: Browser) -> str:
+    desc: str = b.evaluate("""(() => { const a = document.activeElement; if (!a) return 'nothing';
+        return a.tagName.toLowerCase() + (a.className && typeof a.className === 'string' ? '.' + a.className.trim().split(/\\s+/).join('.') : '')
+            + (a.getAttribute('aria-label') ? ' [' + a.getAttribute('aria-label') + ']' : ''); })()""")
+    return desc
+
+
+# ----- login -----
+
+
+def login(b: Browser, base_url: str, password: str, *, timeout: float = WORKBENCH_TIMEOUT) -> None:
+    """Open code-server at ``base_url``, log in with ``password`` on its login page, and wait until the
+    workbench has rendered (its activity bar and status bar are shown).  Fails at once on a login error
+    (wrong password, rate limit) or a VS Code error dialog."""
+    base = base_url.rstrip("/")
+    with b.step("open the code-server login page"):
+        b.navigate(base + "/")
+        where = b.wait_for("""document.querySelector('.monaco-workbench') ? 'workbench'
+                              : document.querySelector('.login-form input.password') ? 'login' : null""",
+                           60, "the login page (or the workbench)")
+    if where == "login":
+        with b.step("fill in the password"):
+            b.click(".login-form input.password")
+            b.wait_for("document.activeElement && document.activeElement.matches('.login-form input.password')", 10,
+                       "the password field to have focus")
+            b.type_text(password)
+            b.wait_for(f"document.querySelector('.login-form input.password').value.length === {len(password)}", 10,
+                       "the password to be typed")
+            b.click(".login-form input.submit")
+    b.wait_for("""(() => { const w = document.querySelector('.monaco-workbench');
+                   return !!w && !!w.querySelector('.part.activitybar, .part.sidebar') && !!w.querySelector('.part.statusbar .statusbar-item'); })()""",
+               timeout, "the VS Code workbench to render after login", fail=_WORKBENCH_ERROR)
+
+
+# ----- explorer -----
+
+_FOLDERS_PANE = "document.querySelector('.explorer-folders-view') && document.querySelector('.explorer-folders-view').closest('.pane')"
+
+
+def show_explorer(b: Browser, *, timeout: float = 30.0) -> None:
+    """Make the Explorer visible (Ctrl+Shift+E when it is not) and its folder section expanded."""
+    visible = "(() => { const v = document.querySelector('.explorer-viewlet'); return !!v && v.offsetParent !== null; })()"
+    with b.step("show the Explorer"):
+        if not b.evaluate(visible):
+            b.press("E", CTRL | SHIFT)
+            b.wait_for(visible, timeout, "the Explorer view to open (Ctrl+Shift+E)")
+        b.wait_for(f"!!({_FOLDERS_PANE})", timeout, "the Explorer's folder section")
+        if b.evaluate(f"({_FOLDERS_PANE}).querySelector('.pane-header').getAttribute('aria-expanded') !== 'true'"):
+            b.evaluate(f"({_FOLDERS_PANE}).querySelector('.pane-header').setAttribute('data-dbx', 'folders-header')")
+            b.click("[data-dbx='folders-header']")
+            b.wait_for(f"({_FOLDERS_PANE}).querySelector('.pane-header').getAttribute('aria-expanded') === 'true'", timeout,
+                       "the Explorer's folder section to expand")
+
+
+_ROWS_JS = """[...document.querySelectorAll('.explorer-folders-view .monaco-list-row')]
+    .filter(r => !r.querySelector('input'))
+    .sort((a, b) => (parseFloat(a.style.top) || 0) - (parseFloat(b.style.top) || 0))
+    .map(r => [r.getAttribute('aria-label') || (r.querySelector('.label-name') || r).textContent.trim(), parseInt(r.getAttribute('aria-level') || '1')])"""
+
+
+def explorer_names(b: Browser, *, level: int | None = 1, allow_empty: bool = False, timeout: float = 60.0) -> list[str]:
+    """The names the Explorer shows for the opened folder, top to bottom.
+
+    ``level=1``: the folder's own entries (expanded sub-folders' entries left out); ``None``: every row
+    shown.  Waits until the tree is populated (unless ``allow_empty``) and has stopped changing.  The
+    tree is virtual: only rows scrolled into view exist, which is all of them for a small folder.
+    """
+    show_explorer(b, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    progress = "!!document.querySelector('.explorer-viewlet .monaco-progress-container.active')"
+    if not allow_empty:
+        b.wait_for(f"{_ROWS_JS}.length > 0", timeout, "the Explorer to list the folder's files")
+    previous: list[list[Any]] | None = None
+    while True:  # stable across two reads 300 ms apart, and no progress bar
+        rows: list[list[Any]] = b.evaluate(_ROWS_JS)
+        if rows == previous and not b.evaluate(progress):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Explorer's rows kept changing for {timeout:g}s: {rows}{b.save_failure('explorer rows')}")
+        previous = rows
+        _settle(0.3)
+    return [str(name) for name, lvl in rows if level is None or lvl == level]
+
+
+# ----- command palette -----
+
+
+def _quick_input_open() -> str:
+    return "(() => { const w = document.querySelector('.quick-input-widget'); return !!w && getComputedStyle(w).display !== 'none'; })()"
+
+
+def run_command(b: Browser, title: str, *, timeout: float = 30.0) -> None:
+    """Run a command from the command palette (F1), by its exact title, e.g. ``Terminal: Create New Terminal``."""
+    with b.step(f"run command {title!r}"):
+        if b.evaluate(_quick_input_open()):
+            b.press("Escape")
+            b.wait_for(f"!{_quick_input_open()}", 10, "an open quick input to close")
+        b.press("F1")
+        b.wait_for("document.activeElement && document.activeElement.matches('.quick-input-widget input') && document.activeElement.value === '>'",
+                   timeout, "the command palette to open (F1)")
+        b.type_text(title)
+        pick = f"""(() => {{
+            for (const r of document.querySelectorAll('.quick-input-widget .monaco-list-row')) r.removeAttribute('data-dbx');
+            const t = {_js(title)};
+            const row = [...document.querySelectorAll('.quick-input-widget .monaco-list-row')]
+                .find(r => {{ const l = r.getAttribute('aria-label') || ''; return l === t || l.startsWith(t + ', '); }});
+            if (!row) return false;
+            row.setAttribute('data-dbx', 'palette-pick');
+            return true;
+        }})()"""
+        b.wait_for(pick, timeout, f"the command palette to offer {title!r}")
+        b.click(".quick-input-widget .monaco-list-row[data-dbx='palette-pick']")
+        b.wait_for(f"!{_quick_input_open()}", timeout, "the command palette to close")
+
+
+# ----- editor -----
+
+
+def _tab_state(name: str) -> str:
+    """JS: 'dirty' / 'saved' for the active tab labelled ``name`` in the active group, null otherwise."""
+    return f"""(() => {{
+        const tab = document.querySelector('.editor-group-container.active .tab.active');
+        if (!tab || tab.getAttribute('aria-label') !== {_js(name)}) return null;
+        return tab.classList.contains('dirty') ? 'dirty' : 'saved';
+    }})()"""
+
+
+_EDITOR_FOCUSED = """(() => { const a = document.activeElement;
+    return !!a && !!a.closest('.editor-group-container.active .monaco-editor') && !a.closest('.monaco-editor .find-widget'); })()"""
+
+_EDITOR_LINES = """(() => {
+    const ed = document.querySelector('.editor-group-container.active .monaco-editor .view-lines');
+    if (!ed) return null;
+    return [...ed.querySelectorAll('.view-line')]
+        .sort((a, b) => (parseFloat(a.style.top) || 0) - (parseFloat(b.style.top) || 0))
+        .map(l => l.textContent.replace(/\\u00a0/g, ' '));
+})()"""
+
+
+def _type_into_editor(b: Browser, text: str) -> None:
+    """Type ``text`` at the cursor, undoing the editor's own auto-indentation after each new line.
+
+    Each line goes in as one ``Input.insertText`` (a block of text, so no bracket auto-closing), the
+    newline too (so an open suggestion list never takes it as "accept").  After the newline, Shift+Home
+    selects whatever indentation the editor added and the line's own text replaces it; an empty line
+    deletes it (Delete is harmless with nothing selected: the cursor is at the end of the file).
+    A one-character line goes in doubled, then Backspace: typed alone, ``(`` or ``"`` would be
+    auto-closed and ``}`` re-indented.
+    """
+    for i, line in enumerate(text.split("\n")):
+        if i > 0:
+            b.type_text("\n")
+            b.press("Home", SHIFT)
+        if len(line) == 1:
+            b.type_text(line * 2)
+            b.press("Backspace")
+        elif line:
+            b.type_text(line)
+        elif i > 0:
+            b.press("Delete")
+
+
+def new_file(b: Browser, name: str, text: str, *, timeout: float = 60.0) -> None:
+    """Create ``name`` (relative to the opened folder; ``a/b.txt`` makes ``a`` too) with the Explorer's
+    "New File..." action, type ``text`` into its editor, save it with Ctrl+S, and wait until it is saved.
+    Checks along the way: the name input took the name, the editor opened the file at the right place
+    (its breadcrumbs are the path), and at the end the tab has no dirty mark and code-server itself
+    reads the file back with exactly ``text``.
+
+    Why the read-back: in the browser VS Code defaults to ``files.autoSave: afterDelay`` (1 s), and with
+    a short auto-save delay it never shows a dirty mark (a pending save counts as "saving"), so the tab
+    alone proves nothing.  Editor settings can change what typing does (auto-closing of a lone
+    bracket or quote, tab expansion); the read-back catches that too.
+    """
+    parts = [p for p in name.split("/") if p]
+    base = parts[-1]
+    show_explorer(b, timeout=timeout)
+    with b.step(f"start a new file {name!r} in the Explorer"):
+        # a click on the tree's empty space clears the selection, so the file goes at the top of the folder
+        spot = b.evaluate("""(() => {
+            const list = document.querySelector('.explorer-folders-view .monaco-list');
+            if (!list) return null;
+            const r = list.getBoundingClientRect();
+            const rows = [...list.querySelectorAll('.monaco-list-row')];
+            const bottom = rows.reduce((m, row) => Math.max(m, row.getBoundingClientRect().bottom), r.top);
+            return bottom < r.bottom - 12 ? {x: r.left + r.width / 2, y: (bottom + r.bottom) / 2} : null;
+        })()""")
+        if spot:
+            b.click_at(spot["x"], spot["y"])
+            _settle()
+        b.evaluate(f"({_FOLDERS_PANE}).querySelector('.pane-header').setAttribute('data-dbx', 'folders-header')")
+        b.hover("[data-dbx='folders-header']")  # the pane's actions show on hover
+        _settle()
+        b.click("[data-dbx='folders-header'] .action-label.codicon-new-file")
+        b.wait_for("document.activeElement && document.activeElement.matches('.explorer-folders-view .monaco-list-row input')",
+                   15, "the Explorer's file name input to have focus")
+        b.type_text(name)
+        b.wait_for(f"document.activeElement.value === {_js(name)}", 10, "the file name to be typed")
+    with b.step(f"confirm the name {name!r}"):
+        b.press("Enter")
+        name_error = """(() => { const m = document.querySelector('.explorer-folders-view .monaco-inputbox-message, .monaco-inputbox-container .monaco-inputbox-message');
+                           return m && m.textContent.trim() ? 'the Explorer refuses the name: ' + m.textContent.trim() : null; })()"""
+        b.wait_for(f"{_tab_state(base)} !== null && {_EDITOR_FOCUSED}", timeout, f"an editor for {base} to open and take focus",
+                   fail=name_error)
+        crumbs = """[...document.querySelectorAll('.editor-group-container.active .breadcrumbs-control .monaco-breadcrumb-item')]
+                    .map(e => e.textContent.trim())"""
+        got = b.wait_for(f"(() => {{ const c = {crumbs}; return c.length && c[c.length - 1] === {_js(base)} ? c : null; }})()",
+                         15, f"the breadcrumbs to show {base}")
+        if [str(c) for c in got] != parts:
+            raise BrowserError(f"new file {name!r}: the editor opened {'/'.join(got)!r}, not {name!r} (wrong folder?)"
+                               f"{b.save_failure('new file breadcrumbs')}")
+    with b.step(f"type into {name!r}"):
+        if text:
+            _type_into_editor(b, text)
+    with b.step(f"save {name!r}"):
+        if b.evaluate("!!document.querySelector('.editor-widget.suggest-widget.visible, .monaco-editor .parameter-hints-widget.visible')"):
+            b.press("Escape")
+            b.wait_for("!document.querySelector('.editor-widget.suggest-widget.visible')", 10, "the suggestion list to close")
+        b.press("s", CTRL)
+        try:
+            b.wait_for(f"""(async () => {{
+                if ({_tab_state(base)} !== 'saved') return null;
+                const got = await {_server_text(name)};
+                return got === undefined || got === {_js(text)};
+            }})()""", timeout, f"{base} to be saved (no dirty mark on its tab, and code-server reads back the text)", fail=_SAVE_ERROR)
+        except TimeoutError as e:
+            on_server = b.evaluate(_server_text(name))
+            shown = b.evaluate(_EDITOR_LINES)
+            raise TimeoutError(f"{e}\n  code-server reads: {on_server!r}\n  the editor shows: {shown!r}\n  expected: {text!r}") from e
+
+
+def _server_text(name: str) -> str:
+    """JS (a promise): the file ``name`` in the opened folder as code-server reads it now (its
+    ``vscode-remote-resource`` route, with the login cookie); null if unreadable, undefined if the
+    page has no ``?folder=`` path to resolve ``name`` against."""
+    return f"""(async () => {{
+        const folder = new URL(location.href).searchParams.get('folder');
+        if (!folder || !folder.startsWith('/')) return undefined;
+        const path = folder.replace(/\\/+$/, '') + '/' + {_js(name)};
+        try {{
+            const r = await fetch('./vscode-remote-resource?path=' + encodeURIComponent(path), {{cache: 'no-store'}});
+            return r.status === 200 ? await r.text() : null;
+        }} catch (e) {{ return null; }}
+    }})()"""
+
+
+# ----- terminal -----
+
+_TERMINAL_EXITED = re.compile(r"terminal process .* terminated|terminal process failed to launch", re.I)
+_PROMPT_END = ("$", "#", ">", "%")
+
+
+def _terminal_rows(b: Browser, tag: str) -> list[str]:
+    rows: list[str] | None = b.evaluate(f"""(() => {{
+        const x = document.querySelector('.xterm[data-dbx-term={_js(tag)}]');
+        if (!x) return null;
+        return [...x.querySelectorAll('.xterm-rows > div')].map(r => r.textContent.replace(/\\u00a0/g, ' '));
+    }})()""")
+    if rows is None:
+        raise BrowserError(f"the terminal {tag} is gone from the page{b.save_failure('terminal gone')}")
+    return [r.rstrip() for r in rows]
+
+
+def _last_nonempty(rows: list[str]) -> int:
+    for i in range(len(rows) - 1, -1, -1):
+        if rows[i].strip():
+            return i
+    return -1
+
+
+def terminal_text(b: Browser, tag: str) -> str:
+    """The text of the terminal ``tag`` (from ``open_terminal``): its viewport's rows, trailing blanks removed."""
+    return "\n".join(_terminal_rows(b, tag)).rstrip()
+
+
+def open_terminal(b: Browser, *, timeout: float = 60.0) -> str:
+    """Open a new integrated terminal (Ctrl+Shift+`, or the command palette if that does nothing),
+    wait for its prompt and for it to have focus; return a tag naming it for ``terminal_text``."""
+    tag = f"t{int(time.monotonic() * 1000)}"
+    mark = f"""(() => {{
+        const fresh = [...document.querySelectorAll('.xterm')].filter(x => !x.hasAttribute('data-dbx-term') && x.offsetParent !== null);
+        if (!fresh.length) return false;
+        fresh[0].setAttribute('data-dbx-term', {_js(tag)});
+        return true;
+    }})()"""
+    with b.step("open a new terminal"):
+        b.evaluate("document.querySelectorAll('.xterm:not([data-dbx-term])').forEach(x => x.setAttribute('data-dbx-term', 'old'))")
+        b.press("`", CTRL | SHIFT)
+        try:
+            b.wait_for(mark, 15, "a new terminal after Ctrl+Shift+`")
+        except TimeoutError:
+            run_command(b, "Terminal: Create New Terminal")
+            b.wait_for(mark, timeout, "a new terminal (Terminal: Create New Terminal)")
+        b.wait_for(f"!!document.querySelector('.xterm[data-dbx-term={_js(tag)}] .xterm-rows')", 15,
+                   "the terminal's rows (xterm.js DOM renderer; a canvas/WebGL renderer has no readable text)")
+    with b.step("wait for the terminal's prompt"):
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = _terminal_rows(b, tag)
+            text = "\n".join(rows)
+            if _TERMINAL_EXITED.search(text):
+                raise BrowserError(f"the terminal's shell ended: {text.strip()[-500:]}{b.save_failure('terminal exited')}")
+            last = _last_nonempty(rows)
+            if last >= 0 and rows[last].rstrip().endswith(_PROMPT_END):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no shell prompt in the new terminal after {timeout:g}s; it shows {text.strip()[-500:]!r}"
+                                   f"{b.save_failure('terminal prompt')}")
+            _settle(0.2)
+        focused = f"!!document.activeElement && !!document.activeElement.closest('.xterm[data-dbx-term={_js(tag)}]')"
+        if not b.evaluate(focused):
+            b.click(f".xterm[data-dbx-term={_js(tag)}] .xterm-screen", check_hit=False)
+            b.wait_for(focused, 10, f"the terminal to take focus (focus is on {_active_element(b)})")
+    return tag
+
+
+def _matches(expect: str | re.Pattern[str], text: str) -> bool:
+    if isinstance(expect, re.Pattern):
+        return expect.search(text) is not None
+    return expect in text
+
+
+def terminal_run(b: Browser, command: str, expect: str | re.Pattern[str], timeout: float = 60.0) -> str:
+    """Open a new terminal, run ``command`` in it, and wait until its output contains ``expect`` (a
+    substring, or a compiled regex searched for); return the terminal's text (prompt, command and output).
+
+    Only what comes after the command line counts as output (so ``expect`` matching the echoed command
+    does not end the wait); wrapped rows are checked both joined and as separate lines.  The text is the
+    terminal's viewport: output longer than the terminal's height scrolls out of it.
+    """
+    tag = open_terminal(b, timeout=max(timeout, 60.0))
+    squeeze = re.compile(r"\s+")
+    want_echo = squeeze.sub("", command)
+    with b.step(f"type {command!r} in the terminal"):
+        before = _last_nonempty(_terminal_rows(b, tag))
+        b.type_text(command)
+        deadline = time.monotonic() + 15
+        while True:  # the shell has echoed the whole command: it is reading the line
+            rows = _terminal_rows(b, tag)
+            if want_echo in squeeze.sub("", "".join(rows[max(before, 0):])):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the terminal did not echo {command!r}; it shows {chr(10).join(rows).strip()[-500:]!r}"
+                                   f"{b.save_failure('terminal echo')}")
+            _settle(0.1)
+        echo_end = _last_nonempty(rows)
+        echo_row = rows[echo_end]
+        b.press("Enter")
+    with b.step(f"wait for {expect!r} from {command!r}"):
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = _terminal_rows(b, tag)
+            if len(rows) > echo_end and rows[echo_end] == echo_row:
+                out = rows[echo_end + 1:]
+            else:  # scrolled: find the command line again, or take everything (it scrolled out)
+                at = max((i for i, r in enumerate(rows) if r == echo_row), default=-1)
+                out = rows[at + 1:]
+            if _matches(expect, "\n".join(out)) or _matches(expect, "".join(out)):
+                return "\n".join(rows).rstrip()
+            text = "\n".join(rows)
+            if _TERMINAL_EXITED.search(text):
+                raise BrowserError(f"the terminal's shell ended while running {command!r}: {text.strip()[-500:]}"
+                                   f"{b.save_failure('terminal exited')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{command!r} did not print {expect!r} in {timeout:g}s; the terminal shows:\n{text.strip()[-1500:]}"
+                                   f"{b.save_failure('terminal output')}")
+            _settle(0.2)
