@@ -526,9 +526,9 @@ def test_workdir_false_service_may_use_the_workdir_path(env: Env) -> None:
         ("[services.db.healthcheck]\ntimeout = 1e30\n", 3, "services.db.healthcheck.timeout must be between 0.001 and 86400, not 1e+30"),
         ("[services.db.healthcheck]\nstart_period = -1\n", 3, "services.db.healthcheck.start_period must be between 0 and 86400, not -1"),
         ("[services.db.healthcheck]\nretries = 99999999999999999999999\n", 3, "services.db.healthcheck.retries must be between 1 and 10000, not 99999999999999999999999"),
-        ('ports = { runtime = ["127.0.0.1:99999:80"] }\n', 2, "ports.runtime[0].host must be between 1 and 65535, not 99999"),
-        ('ports = { runtime = ["127.0.0.1:0:80"] }\n', 2, "ports.runtime[0].host must be between 1 and 65535, not 0"),
-        ("ports = { runtime = [{ container = 80, host = 0 }] }\n", 2, "ports.runtime[0].host must be between 1 and 65535, not 0"),
+        ('ports = { runtime = ["127.0.0.1:99999:80"] }\n', 2, "ports.runtime[0].host must be between 0 and 65535, not 99999"),
+        ("ports = { runtime = [{ container = 80, host = -1 }] }\n", 2, "ports.runtime[0].host must be between 0 and 65535, not -1"),
+        ('ports = { runtime = ["127.0.0.1::0"] }\n', 2, "ports.runtime[0].container must be between 1 and 65535, not 0"),
     ],
 )
 def test_numbers_are_bounded(env: Env, text: str, line: int, message: str) -> None:
@@ -726,6 +726,9 @@ def test_shipped_profile_loads_and_validates(shipped: dict[str, Profile], name: 
         ("node", "node 18", "redis 7", "bookworm"),
         ("node-20", "node 20", "redis 8", "trixie"),
         ("ide-python", "python 3.11", "postgresql 15", "bookworm"),
+        ("ide-code", "python 3.11", "postgresql 15", "bookworm"),
+        ("ide-code-3.13", "python 3.13", "postgresql 15", "trixie"),
+        ("ide-code-node", "node 20", "redis 8", "trixie"),
     ],
 )
 def test_shipped_toolchains(shipped: dict[str, Profile], name: str, runtime: str, db: str, release: str) -> None:
@@ -753,3 +756,41 @@ def test_ide_profile_serves_on_loopback(shipped: dict[str, Profile]) -> None:
     assert prof.service("ide").ports == (Port(8888, 8888, "127.0.0.1"),)
     assert prof.interactive is None
     assert shipped["python"].interactive is not None and shipped["python"].interactive.name == "editor"
+
+
+def test_code_server_profiles_serve_on_a_free_loopback_port_with_a_generated_password(shipped: dict[str, Profile]) -> None:
+    for name in ("ide-code", "ide-code-3.13", "ide-code-node"):
+        prof = shipped[name]
+        assert prof.service_names == ("db", "ide", "runtime")
+        ide = prof.service("ide")
+        assert ide.ports == (Port(8080, 0, "127.0.0.1"),)  # the engine picks the host port
+        assert ide.web_port == 8080 and ide.generated_env == ("PASSWORD",) and ide.terminal == "runtime"
+        assert ide.volumes == ("devbox-app-code-server",)  # settings and extensions, never in the work dir
+        assert ide.build is not None and ide.build.args_dict["TOOLCHAIN"].startswith("code-server ")
+        assert prof.service("runtime").command == ("python3", "/usr/local/lib/devbox/devbox-term", "serve")
+        assert prof.interactive is None
+    # switching toolchains keeps the IDE and the database (same config hash)
+    code, code313, node = shipped["ide-code"], shipped["ide-code-3.13"], shipped["ide-code-node"]
+    assert config_hash(code.service("ide")) == config_hash(code313.service("ide")) == config_hash(node.service("ide"))
+    assert config_hash(code.service("db")) == config_hash(code313.service("db"))
+    assert config_hash(code.service("runtime")) != config_hash(code313.service("runtime"))
+
+
+def test_port_with_an_empty_host_port_lets_the_engine_pick(env: Env) -> None:
+    env.profile("web", 'extends = "base"\n[services.runtime]\nports = ["127.0.0.1::8080", "9000"]\nweb_port = 8080\n')
+    prof = env.load('profile = "web"\n').profiles["web"]
+    assert prof.service("runtime").ports == (Port(8080, 0, "127.0.0.1"), Port(9000, 9000, "127.0.0.1"))
+    assert prof.service("runtime").web_port == 8080
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ('terminal = "runtime"', "services.runtime.terminal: service 'runtime' cannot be its own terminal"),
+    ('terminal = "rutnime"', "services.runtime.terminal: unknown service 'rutnime'"),
+    ('terminal = "Runtime"', "is not a service name"),
+    ("web_port = 8080", "services.runtime.web_port: port 8080 is not published"),
+    ('generated_env = ["PASS WORD"]', "an environment variable name"),
+])
+def test_ide_keys_are_checked_with_file_and_line(env: Env, layer: str, message: str) -> None:
+    path = env.profile("web", f'extends = "base"\n[services.runtime]\n{layer}\n')
+    err = env.error('profile = "web"\n')
+    assert message in err and f"{path}:3" in err, err
