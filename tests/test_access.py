@@ -40,7 +40,7 @@ def test_secret_names_are_what_the_stack_generates() -> None:
 
 def test_apply_wires_the_terminal_and_the_login() -> None:
     values = {"PASSWORD": "p" * 24, access.TOKEN_VARIABLE: "t" * 24}
-    out = access.apply(_stack(IDE, RUNTIME, DB), values, "/opt/devbox/devbox_term.py")
+    out = access.wire(_stack(IDE, RUNTIME, DB), values, "/opt/devbox/devbox_term.py")
     ide, runtime, db = (out.service(n) for n in ("ide", "runtime", "db"))
     relay = Mount("bind", "/opt/devbox/devbox_term.py", access.RELAY_TARGET, read_only=True, allow_outside_project=True)
     assert ide.env_dict == {"PASSWORD": "p" * 24, access.TOKEN_VARIABLE: "t" * 24, access.TERMINAL_VARIABLE: "runtime:7681"}
@@ -48,13 +48,13 @@ def test_apply_wires_the_terminal_and_the_login() -> None:
     assert runtime.env_dict == {"PGHOST": "db", access.TOKEN_VARIABLE: "t" * 24}
     assert db == DB  # the database gets neither the token nor the relay
     # without a relay the login is still set; the IDE's terminal falls back to its own shell
-    bare = access.apply(_stack(IDE, RUNTIME), values, None)
+    bare = access.wire(_stack(IDE, RUNTIME), values, None)
     assert bare.service("ide").env_dict == {"PASSWORD": "p" * 24} and bare.service("runtime") == RUNTIME
 
 
 def test_a_project_password_wins() -> None:
     own = dataclasses.replace(IDE, env=(("PASSWORD", "mine"),))
-    out = access.apply(_stack(own, RUNTIME), {access.TOKEN_VARIABLE: "t" * 24}, "/r")
+    out = access.wire(_stack(own, RUNTIME), {access.TOKEN_VARIABLE: "t" * 24}, "/r")
     assert out.service("ide").env_dict["PASSWORD"] == "mine"
 
 

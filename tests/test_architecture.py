@@ -3,6 +3,7 @@
 Layers, from the ground up (README "Layout"):
 
     0  core/ errors paths console faults   pure logic and the ground everything stands on
+       payload/                       scripts devbox mounts into containers: nothing of devbox
     1  engine/                        the engine boundary
     2  host/                          who the user is, reading and editing the host
     3  config/  remap/  idmapd/       devbox.toml -> model; the host remap; the idmap helper
@@ -33,6 +34,7 @@ LAYERS: dict[str, int] = {
     "devbox.paths": 0,
     "devbox.console": 0,
     "devbox.faults": 0,
+    "devbox.payload": 0,  # runs inside containers: imports nothing of devbox (test below)
     "devbox": 0,  # the package's own __init__ (version only)
     "devbox.engine": 1,
     "devbox.host": 2,
@@ -178,3 +180,10 @@ def test_the_graph_walker_sees_imports() -> None:
     """The walker itself: the CLI reaches the commands, and a lazy import inside a function counts."""
     assert "devbox.errors" in GRAPH["devbox.cli"]
     assert {"devbox.stack.commands", "devbox.remap.command", "devbox.watch.commands"} <= GRAPH["devbox.cli"]
+
+
+def test_payload_imports_nothing_of_devbox() -> None:
+    # payload/ scripts run inside containers with only the standard library
+    for module in MODULES:
+        if module.startswith("devbox.payload."):
+            assert GRAPH[module] == set(), module

@@ -300,7 +300,8 @@ def test_empty_lifecycle_commands_keep_existing_config_hashes() -> None:
 
     plain = Service(name="a", image="x")
     spec = dataclasses.asdict(plain)
-    for key in ("build", "userns_reason", "post_create", "post_start"):  # the spec as it was before the new fields
+    for key in ("build", "userns_reason", "post_create", "post_start",  # the spec as it was before the new fields
+                "generated_env", "terminal", "web_port"):
         spec.pop(key)
     before = hashlib.sha256(json.dumps([HASH_VERSION, spec], sort_keys=True).encode()).hexdigest()
     assert config_hash(plain) == before

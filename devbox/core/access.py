@@ -44,7 +44,7 @@ def terminal_servers(stack: Stack) -> set[str]:
     return {s.terminal for s in stack.services if s.terminal is not None}
 
 
-def apply(stack: Stack, secrets: Mapping[str, str], relay: str | None) -> Stack:
+def wire(stack: Stack, secrets: Mapping[str, str], relay: str | None) -> Stack:
     """The stack with generated env values set and the relay mounted where a terminal needs it.
 
     ``secrets`` holds every name :func:`secret_names` returned; ``relay`` is the host path of the

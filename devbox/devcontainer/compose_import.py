@@ -98,6 +98,12 @@ def _compose_service(m: Mapper, name: str, c: Mapping[str, Any], base: str,
         env = listed
     if env:
         svc["env"] = {k: "" if v is None else str(v) for k, v in env.items()}
+    extension = c.get("x-devbox")
+    if isinstance(extension, Mapping):  # what devbox export wrote: a web IDE's login, terminal and URL
+        for key in ("generated_env", "terminal", "web_port"):
+            if key in extension:
+                svc[key] = extension[key]
+        m.report.mapped.append((f"{prefix}.x-devbox", ", ".join(k for k in extension)))
     ports = [p for i, spec in enumerate(c.get("ports") or []) if (p := m.port(f"{prefix}.ports[{i}]", spec))]
     if ports:
         svc["ports"] = ports

@@ -63,9 +63,25 @@ def _mount_line(lay: Layout, m: Mount) -> str:
     return f"{source}:{m.target}" + (":ro" if m.read_only else "")
 
 
+DEVBOX_KEYS = ("generated_env", "terminal", "web_port")  # devbox's own service keys, carried in x-devbox
+
+
+def devbox_extension(svc: Service) -> dict[str, Any]:
+    """A service's devbox-only keys (a web IDE's login, terminal and URL), for an ``x-devbox``
+    extension that compose ignores and ``devbox import`` reads back."""
+    out: dict[str, Any] = {}
+    for key in DEVBOX_KEYS:
+        value = getattr(svc, key)
+        if value:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def compose_service(svc: Service, lay: Layout, user: str | None) -> dict[str, Any]:
     """One compose service; ``user`` as it should run under compose (see :func:`to_compose`)."""
     out: dict[str, Any] = {}
+    if devbox_extension(svc):
+        out["x-devbox"] = devbox_extension(svc)
     if svc.build is not None:
         b = svc.build
         build: dict[str, Any] = {"context": _path(lay, b.context_dir), "dockerfile": b.dockerfile}

@@ -20,7 +20,7 @@ DEFAULT_SERVICE = "dev"
 KEEP_RUNNING = ["sleep", "infinity"]  # overrideCommand: the devcontainer CLI's "while sleep 1000" loop, as devbox says it
 
 _VAR = re.compile(r"\$\{([A-Za-z]+)(?::([^}:]*))?(?::([^}]*))?\}")
-_PORT = re.compile(r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d+):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
+_PORT = re.compile(r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d*):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
 
 
 @dataclasses.dataclass
@@ -137,11 +137,11 @@ class Mapper:
         if m is None:
             self.report.refused.append((prop, f"{spec!r} is not [IP:]HOST:CONTAINER or a port number"))
             return None
-        ip, host, container = m["ip"], m["host"] or m["container"], m["container"]
+        ip, host, container = m["ip"], m["container"] if m["host"] is None else m["host"], m["container"]
         if ip not in (None, "127.0.0.1"):
             self.report.mapped.append((prop, f"{spec}: published on 127.0.0.1, not {ip}: nothing is exposed to the network by accident"))
         else:
-            self.report.mapped.append((prop, f"127.0.0.1:{host} -> {container}"))
+            self.report.mapped.append((prop, f"127.0.0.1:{host or 'any free port'} -> {container}"))
         return f"127.0.0.1:{host}:{container}" + (f"/{m['proto']}" if m["proto"] else "")
 
     def commands(self, prop: str, value: object) -> list[Any] | str | None:
@@ -346,7 +346,7 @@ def map_mount(m: Mapper, prop: str, spec: object, svc: dict[str, Any]) -> None:
 
 
 _ORDER = ("image", "build", "command", "entrypoint", "interactive", "working_dir", "user", "workdir", "env", "ports", "mounts",
-          "volumes", "depends_on", "healthcheck", "post_create", "post_start")
+          "volumes", "depends_on", "healthcheck", "post_create", "post_start", "generated_env", "terminal", "web_port")
 
 
 def ordered(svc: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def _set_size(fd: int, rows: int, cols: int) -> None:
 # --- server (in the runtime) -------------------------------------------------------------
 
 
-def serve() -> int:
+def serve_shells() -> int:
     token = os.environ.get("DEVBOX_TERM_TOKEN", "")
     if len(token) < 16:
         print("devbox-term serve: DEVBOX_TERM_TOKEN is not set (devbox sets it for the stack)", file=sys.stderr)
@@ -308,7 +308,7 @@ def client(command: str | None) -> int:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
-        return serve()
+        return serve_shells()
     command = None
     args = list(argv)
     while args:  # what VS Code's terminal profiles and tasks pass: -l, -i, -c CMD

@@ -190,7 +190,7 @@ def desired(project: Project, profile: str | None = None) -> tuple[Stack, Networ
     names = access.secret_names(stack)
     if names:
         values = secrets.load(paths_for(user).secrets(project.name), names, user if acting_for_other(user) else None)
-        stack = access.apply(stack, values, str(relay_script()))
+        stack = access.wire(stack, values, str(relay_script()))
     return network.apply(stack, facts), facts
 
 

@@ -473,22 +473,26 @@ class Browser:
         return value.get("value")
 
     def wait_for(self, js_predicate: str, timeout: float, what: str, *, fail: str | None = None,
-                 interval: float = 0.1) -> Any:
-        """Poll the expression ``js_predicate`` until it is truthy; return its value.
+                 interval: float = 0.1, save_on_timeout: bool = True) -> Any:
+        """Poll the expression ``js_predicate`` until it is truthy (for JavaScript); return its value
+        (awaited if a promise; True for a DOM node).
 
         A predicate that throws counts as false (the element may not exist yet).  ``fail`` is an
         optional expression polled alongside: a truthy value (say, the text of an error box) stops the
         wait at once with that value in the error.  On timeout raises TimeoutError naming ``what``
-        (and the predicate's last exception), after saving a screenshot when ``artifacts`` is set.
+        (and the predicate's last exception), after saving a screenshot when ``artifacts`` is set
+        (unless not ``save_on_timeout``: a wait whose timeout is an expected outcome).
         """
+        # truthiness judged in JavaScript (a DOM node, [] and {} are true there); a node comes back as True
+        probe = f"Promise.resolve(({js_predicate}\n)).then(v => v ? {{ok: true, value: v instanceof Node ? true : v}} : {{ok: false}})"
         deadline = time.monotonic() + timeout
         last_error = ""
         while True:
             remaining = deadline - time.monotonic()
             try:
-                value = self.evaluate(js_predicate, timeout=max(1.0, min(10.0, remaining)))
-                if value:
-                    return value
+                got = self.evaluate(probe, timeout=max(1.0, min(10.0, remaining)))
+                if got["ok"]:
+                    return got.get("value", True)
                 last_error = ""
             except JavaScriptError as e:
                 last_error = str(e).splitlines()[0]
@@ -507,7 +511,7 @@ class Browser:
                     saved = self.save_failure(what)
                     raise BrowserError(f"while waiting for {what}: {bad}{saved}")
             if time.monotonic() >= deadline:
-                saved = self.save_failure(what)
+                saved = self.save_failure(what) if save_on_timeout else ""
                 extra = f" (last error: {last_error})" if last_error else ""
                 raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{extra}{saved}")
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
@@ -604,6 +608,13 @@ class Browser:
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": button, "buttons": 1 if kind == "mousePressed" else 0,
                                                    "clickCount": count, "modifiers": modifiers})
+
+    def set_clipboard(self, text: str) -> None:
+        """Put ``text`` on the (headless browser's own) clipboard, allowing the page's origin to read it."""
+        origin = self.evaluate("location.origin")
+        self.send("Browser.grantPermissions", {"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+                  session=False)
+        self.evaluate(f"navigator.clipboard.writeText({json.dumps(text)}).then(() => true)")
 
     def type_text(self, text: str) -> None:
         """Insert ``text`` into the focused element, as an IME would (``Input.insertText``: no key events)."""

@@ -196,43 +196,58 @@ _EDITOR_LINES = """(() => {
 
 
 def _type_into_editor(b: Browser, text: str) -> None:
-    """Type ``text`` at the cursor, undoing the editor's own auto-indentation after each new line.
+    """Type ``text`` at the cursor (the end of a new file), undoing what the editor adds by itself.
 
-    Each line goes in as one ``Input.insertText`` (a block of text, so no bracket auto-closing), the
-    newline too (so an open suggestion list never takes it as "accept").  After the newline, Shift+Home
-    selects whatever indentation the editor added and the line's own text replaces it; an empty line
-    deletes it (Delete is harmless with nothing selected: the cursor is at the end of the file).
-    A one-character line goes in doubled, then Backspace: typed alone, ``(`` or ``"`` would be
-    auto-closed and ``}`` re-indented.
+    ``Input.insertText`` goes through the editor as typing, character by character: brackets and
+    quotes are auto-closed (the closer lands after the cursor, and is pushed along as typing goes
+    on), a new line is auto-indented.  So: the newline is inserted as text too (an open suggestion
+    list would take an Enter key as "accept"); after it, Shift+Home selects the indentation the editor
+    added and the line's own text replaces it (an empty line deletes it); at the end, Ctrl+Shift+End
+    and Delete remove the closers left after the cursor.  What remains possible is re-indentation as
+    you type (``else:`` in Python, ``}`` in JavaScript); ``new_file`` reads the file back and says so.
     """
     for i, line in enumerate(text.split("\n")):
         if i > 0:
             b.type_text("\n")
             b.press("Home", SHIFT)
-        if len(line) == 1:
-            b.type_text(line * 2)
-            b.press("Backspace")
-        elif line:
+        if line:
             b.type_text(line)
         elif i > 0:
             b.press("Delete")
+    b.press("End", CTRL | SHIFT)
+    b.press("Delete")
 
 
-def new_file(b: Browser, name: str, text: str, *, timeout: float = 60.0) -> None:
+def _paste_into_editor(b: Browser, text: str) -> None:
+    """Put ``text`` on the clipboard and paste it with Ctrl+V: no auto-closing, no auto-indentation
+    (unless the user turned on ``editor.formatOnPaste`` or ``editor.autoIndentOnPaste``)."""
+    b.set_clipboard(text)
+    b.press("v", CTRL)
+
+
+def new_file(b: Browser, name: str, text: str, *, paste: bool = False, timeout: float = 60.0) -> None:
     """Create ``name`` (relative to the opened folder; ``a/b.txt`` makes ``a`` too) with the Explorer's
     "New File..." action, type ``text`` into its editor, save it with Ctrl+S, and wait until it is saved.
     Checks along the way: the name input took the name, the editor opened the file at the right place
     (its breadcrumbs are the path), and at the end the tab has no dirty mark and code-server itself
     reads the file back with exactly ``text``.
 
+    ``text`` is typed (``Input.insertText``, then undoing the editor's auto-closing and
+    auto-indentation, see ``_type_into_editor``), or with ``paste`` put on the clipboard and pasted
+    with Ctrl+V, which the editor takes literally: use that for code whose indentation the editor
+    would re-do as you type (``else:``, a closing ``}``).
+
     Why the read-back: in the browser VS Code defaults to ``files.autoSave: afterDelay`` (1 s), and with
     a short auto-save delay it never shows a dirty mark (a pending save counts as "saving"), so the tab
-    alone proves nothing.  Editor settings can change what typing does (auto-closing of a lone
-    bracket or quote, tab expansion); the read-back catches that too.
+    alone proves nothing; and it catches whatever typing did that was not asked for.
     """
     parts = [p for p in name.split("/") if p]
     base = parts[-1]
     show_explorer(b, timeout=timeout)
+    try:  # the tree is loaded (code-server's file system is connected); an empty folder never gets rows
+        b.wait_for(f"{_ROWS_JS}.length > 0", min(timeout, 30.0), "the Explorer to list the folder's files", save_on_timeout=False)
+    except TimeoutError:
+        pass
     with b.step(f"start a new file {name!r} in the Explorer"):
         # a click on the tree's empty space clears the selection, so the file goes at the top of the folder
         spot = b.evaluate("""(() => {
@@ -267,8 +282,10 @@ def new_file(b: Browser, name: str, text: str, *, timeout: float = 60.0) -> None
         if [str(c) for c in got] != parts:
             raise BrowserError(f"new file {name!r}: the editor opened {'/'.join(got)!r}, not {name!r} (wrong folder?)"
                                f"{b.save_failure('new file breadcrumbs')}")
-    with b.step(f"type into {name!r}"):
-        if text:
+    with b.step(f"{'paste' if paste else 'type'} into {name!r}"):
+        if text and paste:
+            _paste_into_editor(b, text)
+        elif text:
             _type_into_editor(b, text)
     with b.step(f"save {name!r}"):
         if b.evaluate("!!document.querySelector('.editor-widget.suggest-widget.visible, .monaco-editor .parameter-hints-widget.visible')"):
@@ -284,7 +301,8 @@ def new_file(b: Browser, name: str, text: str, *, timeout: float = 60.0) -> None
         except TimeoutError as e:
             on_server = b.evaluate(_server_text(name))
             shown = b.evaluate(_EDITOR_LINES)
-            raise TimeoutError(f"{e}\n  code-server reads: {on_server!r}\n  the editor shows: {shown!r}\n  expected: {text!r}") from e
+            hint = "" if paste else "\n  (typing is subject to the editor's auto-indentation; new_file(..., paste=True) is not)"
+            raise TimeoutError(f"{e}\n  code-server reads: {on_server!r}\n  the editor shows: {shown!r}\n  expected: {text!r}{hint}") from e
 
 
 def _server_text(name: str) -> str:
@@ -311,11 +329,12 @@ _PROMPT_END = ("$", "#", ">", "%")
 def _terminal_rows(b: Browser, tag: str) -> list[str]:
     rows: list[str] | None = b.evaluate(f"""(() => {{
         const x = document.querySelector('.xterm[data-dbx-term={_js(tag)}]');
-        if (!x) return null;
+        if (!x || x.offsetParent === null) return null;
         return [...x.querySelectorAll('.xterm-rows > div')].map(r => r.textContent.replace(/\\u00a0/g, ' '));
     }})()""")
     if rows is None:
-        raise BrowserError(f"the terminal {tag} is gone from the page{b.save_failure('terminal gone')}")
+        raise BrowserError(f"the terminal {tag} is no longer shown (closed, or another terminal took its place)"
+                           f"{b.save_failure('terminal gone')}")
     return [r.rstrip() for r in rows]
 
 
@@ -331,40 +350,62 @@ def terminal_text(b: Browser, tag: str) -> str:
     return "\n".join(_terminal_rows(b, tag)).rstrip()
 
 
+_CURRENT_TERMINAL = """(() => {
+    // the shown terminal that was not there before (focused first), tagged on first sight
+    const shown = [...document.querySelectorAll('.xterm')]
+        .filter(x => x.offsetParent !== null && x.getAttribute('data-dbx-term') !== 'old');
+    if (!shown.length) return null;
+    const x = shown.find(e => e.contains(document.activeElement)) || shown[shown.length - 1];
+    if (!x.hasAttribute('data-dbx-term'))
+        x.setAttribute('data-dbx-term', 't' + Date.now().toString(36) + Math.random().toString(36).slice(2, 6));
+    return x.getAttribute('data-dbx-term');
+})()"""
+
+
 def open_terminal(b: Browser, *, timeout: float = 60.0) -> str:
-    """Open a new integrated terminal (Ctrl+Shift+`, or the command palette if that does nothing),
-    wait for its prompt and for it to have focus; return a tag naming it for ``terminal_text``."""
-    tag = f"t{int(time.monotonic() * 1000)}"
-    mark = f"""(() => {{
-        const fresh = [...document.querySelectorAll('.xterm')].filter(x => !x.hasAttribute('data-dbx-term') && x.offsetParent !== null);
-        if (!fresh.length) return false;
-        fresh[0].setAttribute('data-dbx-term', {_js(tag)});
-        return true;
-    }})()"""
+    """Open a new integrated terminal (command palette "Terminal: Create New Terminal", or Ctrl+Shift+`
+    if the palette does not offer it), wait until it shows a prompt and has focus; return a tag naming
+    it for ``terminal_text``.
+
+    The first terminal of a session can come with a second one (the panel, opened while the
+    terminal backend is still connecting, makes its own): the terminal used is the one *shown* once
+    the set of terminals has settled, never one that a later one hid.
+    """
     with b.step("open a new terminal"):
         b.evaluate("document.querySelectorAll('.xterm:not([data-dbx-term])').forEach(x => x.setAttribute('data-dbx-term', 'old'))")
-        b.press("`", CTRL | SHIFT)
+        # The palette, not Ctrl+Shift+`: until the terminal backend is up (seconds after the workbench
+        # shows) the key binding does nothing and the key press is lost, while the command waits for it.
         try:
-            b.wait_for(mark, 15, "a new terminal after Ctrl+Shift+`")
-        except TimeoutError:
-            run_command(b, "Terminal: Create New Terminal")
-            b.wait_for(mark, timeout, "a new terminal (Terminal: Create New Terminal)")
-        b.wait_for(f"!!document.querySelector('.xterm[data-dbx-term={_js(tag)}] .xterm-rows')", 15,
-                   "the terminal's rows (xterm.js DOM renderer; a canvas/WebGL renderer has no readable text)")
+            run_command(b, "Terminal: Create New Terminal", timeout=20)
+            how = "Terminal: Create New Terminal"
+        except TimeoutError:  # not offered (renamed?): nothing ran, so the key binding can't make a second one
+            b.press("`", CTRL | SHIFT)
+            how = "Ctrl+Shift+`"
+        b.wait_for(_CURRENT_TERMINAL, timeout, f"a new terminal ({how})")
     with b.step("wait for the terminal's prompt"):
         deadline = time.monotonic() + timeout
+        count = "document.querySelectorAll('.xterm').length"
+        seen: tuple[str, int] | None = None
+        since = time.monotonic()
         while True:
-            rows = _terminal_rows(b, tag)
-            text = "\n".join(rows)
+            tag = b.evaluate(_CURRENT_TERMINAL)
+            state = (tag, b.evaluate(count))
+            if state != seen:  # a (new) terminal, or one more: start over
+                seen, since = state, time.monotonic()
+            text = terminal_text(b, tag) if tag else ""
+            if tag and not b.evaluate(f"!!document.querySelector('.xterm[data-dbx-term={_js(tag)}] .xterm-rows')"):
+                raise BrowserError("the terminal has no .xterm-rows: not xterm.js's DOM renderer (WebGL or canvas?), so its text "
+                                   f"is unreadable; start Chromium with --disable-3d-apis{b.save_failure('terminal renderer')}")
             if _TERMINAL_EXITED.search(text):
                 raise BrowserError(f"the terminal's shell ended: {text.strip()[-500:]}{b.save_failure('terminal exited')}")
-            last = _last_nonempty(rows)
-            if last >= 0 and rows[last].rstrip().endswith(_PROMPT_END):
+            last = text.rstrip().rsplit("\n", 1)[-1]
+            if tag and last.rstrip().endswith(_PROMPT_END) and time.monotonic() - since >= 0.5:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no shell prompt in the new terminal after {timeout:g}s; it shows {text.strip()[-500:]!r}"
                                    f"{b.save_failure('terminal prompt')}")
             _settle(0.2)
+        assert isinstance(tag, str)
         focused = f"!!document.activeElement && !!document.activeElement.closest('.xterm[data-dbx-term={_js(tag)}]')"
         if not b.evaluate(focused):
             b.click(f".xterm[data-dbx-term={_js(tag)}] .xterm-screen", check_hit=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +24,64 @@ from harness.sandbox import EtcSandbox
 SUITE_RANGE = 200000  # the test user's subordinate range in the suite's /etc/subuid and /etc/subgid
 
 
+PREBUILD_FIXTURE = "code_server_images"
+_prebuild_wanted = False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    global _prebuild_wanted
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+    # The IDE tests need the code-server image, whose cold build (npm, native modules) takes minutes:
+    # it starts in the background at the beginning of the session (fixture _prebuild) and those
+    # tests run last, so the build overlaps the rest of the suite instead of adding to it.
+    late = [i for i in items if PREBUILD_FIXTURE in getattr(i, "fixturenames", ())]
+    _prebuild_wanted = bool(late)
+    items[:] = [i for i in items if i not in late] + late
+
+
+class Prebuild:
+    """``devbox build`` of the IDE profiles, run in the background on the session's remap engine."""
+
+    def __init__(self, engine: PrivateDaemon, profiles: tuple[str, ...]) -> None:
+        from .test_stack import make_project
+
+        self.root = make_project("prebuild", 'name = "prebuild"\nprofile = "ide-code"\n')
+        self.log = self.root.parent / "prebuild.log"
+        script = " && ".join(f"{sys.executable} -m devbox build --profile {p}" for p in profiles)
+        env = {"PATH": os.environ["PATH"], "HOME": f"/run/devbox-test/home/{TEST_USER}", "LANG": "C.UTF-8", **engine.env}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups", "--", "sh", "-c", script],
+                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait(self, timeout: float = 1800) -> None:
+        rc = self.proc.wait(timeout=timeout)
+        assert rc == 0, f"devbox build (background) failed with {rc}:\n{self.log.read_text()[-4000:]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prebuild(request: pytest.FixtureRequest) -> Iterator[Prebuild | None]:
+    if not _prebuild_wanted:
+        yield None
+        return
+    _require_sandbox()
+    engine: PrivateDaemon = request.getfixturevalue("remap_engine")
+    pre = Prebuild(engine, ("ide-code", "ide-code-node"))
+    yield pre
+    if pre.proc.poll() is None:
+        pre.proc.kill()
+        pre.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def code_server_images(_prebuild: Prebuild | None) -> Prebuild:
+    """The IDE profiles' images, built by ``devbox build`` (in the background since the session began)."""
+    assert _prebuild is not None
+    _prebuild.wait()
+    return _prebuild
 
 
 def _require_sandbox() -> None:
