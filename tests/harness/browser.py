@@ -192,7 +192,9 @@ class Browser:
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()  # _pending and _dead
         self._write_lock = threading.Lock()
+        self._reap_lock = threading.Lock()
         self._dead: str | None = None
+        self._page_dead: str | None = None
         self._failures = itertools.count(1)
 
     # ----- life cycle -----
@@ -269,17 +271,18 @@ class Browser:
 
     def alive(self) -> bool:
         """Is the Chromium process still running?  (Reaps it when it has exited.)"""
-        if self.pid is None or self.returncode is not None:
+        with self._reap_lock:  # the reader thread asks too, when the pipe ends
+            if self.pid is None or self.returncode is not None:
+                return False
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return False
+            if pid == 0:
+                return True
+            self.returncode = os.waitstatus_to_exitcode(status)
             return False
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            self.returncode = -1
-            return False
-        if pid == 0:
-            return True
-        self.returncode = os.waitstatus_to_exitcode(status)
-        return False
 
     def close(self) -> None:
         """Kill Chromium (its whole process group), reap it, close the pipes and delete the profile.  Idempotent."""
@@ -380,7 +383,8 @@ class Browser:
             self.dialogs.append(f"{msg['params'].get('type')}: {msg['params'].get('message')}")
             # answered from another thread: this one must keep reading, or a full pipe could deadlock the writer
             threading.Thread(target=self._answer_dialog, args=(msg.get("sessionId"),), daemon=True).start()
-        elif method in ("Inspector.targetCrashed", "Target.targetCrashed"):
+        elif (method == "Inspector.targetCrashed" and msg.get("sessionId") == self.session_id) or (
+                method == "Target.targetCrashed" and msg.get("params", {}).get("targetId") == self.target_id):
             self._fail_session(f"the page crashed ({method})")
         elif method == "Target.detachedFromTarget" and msg.get("params", {}).get("sessionId") == self.session_id:
             self._fail_session("the page was detached (closed or crashed)")
@@ -394,6 +398,7 @@ class Browser:
 
     def _fail_session(self, why: str) -> None:
         with self._lock:
+            self._page_dead = why
             pending, self._pending = self._pending, {}
         for p in pending.values():
             p.error = why
@@ -422,6 +427,8 @@ class Browser:
         with self._lock:
             if self._dead is not None:
                 raise BrowserError(f"{method}: {self._dead}")
+            if "sessionId" in msg and self._page_dead is not None:
+                raise BrowserError(f"{method}: {self._page_dead}")
             self._pending[msg_id] = p
         try:
             self._write(msg)
@@ -625,6 +632,8 @@ class Browser:
 
         The modifier keys themselves are pressed before and released after, as a keyboard would.
         """
+        if len(key) == 1 and key.isascii() and key.isupper():
+            modifiers |= SHIFT  # "A" is Shift+A, as on a keyboard
         fields = key_event_fields(key, modifiers)
         held = [(bit, name, code, vk) for bit, name, code, vk in
                 ((CTRL, "Control", "ControlLeft", 17), (SHIFT, "Shift", "ShiftLeft", 16), (ALT, "Alt", "AltLeft", 18),

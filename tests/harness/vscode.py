@@ -66,13 +66,29 @@ def _active_element(b: Browser) -> str:
 # ----- login -----
 
 
+_NOT_LISTENING = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_CLOSED")
+
+
 def login(b: Browser, base_url: str, password: str, *, timeout: float = WORKBENCH_TIMEOUT) -> None:
     """Open code-server at ``base_url``, log in with ``password`` on its login page, and wait until the
-    workbench has rendered (its activity bar and status bar are shown).  Fails at once on a login error
-    (wrong password, rate limit) or a VS Code error dialog."""
+    workbench has rendered (its activity bar and status bar are shown).  Retries for up to 60 s while
+    nothing listens at ``base_url`` yet; fails at once on a login error (wrong password, code-server's
+    rate limit) or a VS Code error dialog.
+
+    The workbench shows before it is connected to code-server's backend: the Explorer fills a few
+    seconds later and key bindings such as Ctrl+Shift+` do nothing until then; the functions below
+    wait for what they need themselves."""
     base = base_url.rstrip("/")
     with b.step("open the code-server login page"):
-        b.navigate(base + "/")
+        deadline = time.monotonic() + 60
+        while True:  # a container just started may not listen yet
+            try:
+                b.navigate(base + "/")
+                break
+            except BrowserError as e:
+                if not any(err in str(e) for err in _NOT_LISTENING) or time.monotonic() > deadline:
+                    raise
+                _settle(0.5)
         where = b.wait_for("""document.querySelector('.monaco-workbench') ? 'workbench'
                               : document.querySelector('.login-form input.password') ? 'login' : null""",
                            60, "the login page (or the workbench)")
@@ -326,28 +342,50 @@ _TERMINAL_EXITED = re.compile(r"terminal process .* terminated|terminal process 
 _PROMPT_END = ("$", "#", ">", "%")
 
 
-def _terminal_rows(b: Browser, tag: str) -> list[str]:
-    rows: list[str] | None = b.evaluate(f"""(() => {{
+def _terminal_rows(b: Browser, tag: str) -> tuple[list[str], int]:
+    """The rows of the terminal ``tag``'s viewport (as drawn: trailing blanks dropped) and its width in columns."""
+    got: dict[str, Any] | None = b.evaluate(f"""(() => {{
         const x = document.querySelector('.xterm[data-dbx-term={_js(tag)}]');
         if (!x || x.offsetParent === null) return null;
-        return [...x.querySelectorAll('.xterm-rows > div')].map(r => r.textContent.replace(/\\u00a0/g, ' '));
+        const box = x.querySelector('.xterm-rows');
+        const rows = [...x.querySelectorAll('.xterm-rows > div')];
+        let cols = 0;
+        if (box && rows.length) {{  // one character cell, measured in the rows' own font
+            const probe = document.createElement('span');
+            probe.textContent = 'W'.repeat(50);
+            rows[0].appendChild(probe);
+            const cell = probe.getBoundingClientRect().width / 50;
+            probe.remove();
+            cols = cell > 0 ? Math.round(rows[0].getBoundingClientRect().width / cell) : 0;
+        }}
+        return {{rows: rows.map(r => r.textContent.replace(/\u00a0/g, ' ')), cols}};
     }})()""")
-    if rows is None:
+    if got is None:
         raise BrowserError(f"the terminal {tag} is no longer shown (closed, or another terminal took its place)"
                            f"{b.save_failure('terminal gone')}")
-    return [r.rstrip() for r in rows]
+    return [str(r) for r in got["rows"]], int(got["cols"])
 
 
-def _last_nonempty(rows: list[str]) -> int:
-    for i in range(len(rows) - 1, -1, -1):
-        if rows[i].strip():
-            return i
-    return -1
+def _lines(rows: list[str], cols: int) -> list[str]:
+    """Rows joined back into lines: a row filled to the last column continues on the next one."""
+    lines: list[str] = []
+    full = False
+    for row in rows:
+        if full and lines:
+            lines[-1] += row
+        else:
+            lines.append(row)
+        full = cols > 0 and len(row) >= cols
+    return [line.rstrip() for line in lines]
+
+
+def _last_nonempty(lines: list[str]) -> int:
+    return max((i for i, line in enumerate(lines) if line.strip()), default=-1)
 
 
 def terminal_text(b: Browser, tag: str) -> str:
-    """The text of the terminal ``tag`` (from ``open_terminal``): its viewport's rows, trailing blanks removed."""
-    return "\n".join(_terminal_rows(b, tag)).rstrip()
+    """The text of the terminal ``tag`` (from ``open_terminal``): its viewport, wrapped lines joined, trailing blanks removed."""
+    return "\n".join(_lines(*_terminal_rows(b, tag))).rstrip()
 
 
 _CURRENT_TERMINAL = """(() => {
@@ -413,50 +451,41 @@ def open_terminal(b: Browser, *, timeout: float = 60.0) -> str:
     return tag
 
 
-def _matches(expect: str | re.Pattern[str], text: str) -> bool:
-    if isinstance(expect, re.Pattern):
-        return expect.search(text) is not None
-    return expect in text
-
-
 def terminal_run(b: Browser, command: str, expect: str | re.Pattern[str], timeout: float = 60.0) -> str:
     """Open a new terminal, run ``command`` in it, and wait until its output contains ``expect`` (a
-    substring, or a compiled regex searched for); return the terminal's text (prompt, command and output).
+    substring, or a compiled regex searched for, line by line with ``re.M``); return the terminal's
+    text (prompt, command and output; rows that the terminal wrapped joined back into lines).
 
-    Only what comes after the command line counts as output (so ``expect`` matching the echoed command
-    does not end the wait); wrapped rows are checked both joined and as separate lines.  The text is the
-    terminal's viewport: output longer than the terminal's height scrolls out of it.
+    Only what comes after the command line counts as output, so ``expect`` matching the echoed command
+    does not end the wait.  The text is the terminal's viewport: output longer than the terminal's
+    height (about a dozen rows) scrolls out of it, so expect something near the end.
     """
     tag = open_terminal(b, timeout=max(timeout, 60.0))
     squeeze = re.compile(r"\s+")
     want_echo = squeeze.sub("", command)
     with b.step(f"type {command!r} in the terminal"):
-        before = _last_nonempty(_terminal_rows(b, tag))
+        prompt_at = _last_nonempty(_lines(*_terminal_rows(b, tag)))  # the prompt's line
         b.type_text(command)
         deadline = time.monotonic() + 15
         while True:  # the shell has echoed the whole command: it is reading the line
-            rows = _terminal_rows(b, tag)
-            if want_echo in squeeze.sub("", "".join(rows[max(before, 0):])):
+            lines = _lines(*_terminal_rows(b, tag))
+            if want_echo in squeeze.sub("", "".join(lines[max(prompt_at, 0):])):
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the terminal did not echo {command!r}; it shows {chr(10).join(rows).strip()[-500:]!r}"
+                raise TimeoutError(f"the terminal did not echo {command!r}; it shows {chr(10).join(lines).strip()[-500:]!r}"
                                    f"{b.save_failure('terminal echo')}")
             _settle(0.1)
-        echo_end = _last_nonempty(rows)
-        echo_row = rows[echo_end]
+        echo_line = lines[_last_nonempty(lines)]  # the prompt and the command
         b.press("Enter")
     with b.step(f"wait for {expect!r} from {command!r}"):
         deadline = time.monotonic() + timeout
         while True:
-            rows = _terminal_rows(b, tag)
-            if len(rows) > echo_end and rows[echo_end] == echo_row:
-                out = rows[echo_end + 1:]
-            else:  # scrolled: find the command line again, or take everything (it scrolled out)
-                at = max((i for i, r in enumerate(rows) if r == echo_row), default=-1)
-                out = rows[at + 1:]
-            if _matches(expect, "\n".join(out)) or _matches(expect, "".join(out)):
-                return "\n".join(rows).rstrip()
-            text = "\n".join(rows)
+            lines = _lines(*_terminal_rows(b, tag))
+            at = max((i for i, line in enumerate(lines) if line == echo_line), default=-1)  # -1: scrolled out
+            out = "\n".join(lines[at + 1:])
+            if (expect.search(out) if isinstance(expect, re.Pattern) else expect in out):
+                return "\n".join(lines).rstrip()
+            text = "\n".join(lines)
             if _TERMINAL_EXITED.search(text):
                 raise BrowserError(f"the terminal's shell ended while running {command!r}: {text.strip()[-500:]}"
                                    f"{b.save_failure('terminal exited')}")
