@@ -164,13 +164,14 @@ class _Pending:
 class Browser:
     """One headless Chromium and one page in it, driven over ``--remote-debugging-pipe``.
 
-    ``artifacts``: where failures save ``<what>.png`` and ``<what>.html`` (created on demand; None: nowhere).
-    ``timeout``: the default for single CDP commands.
+    ``artifacts``: where failures save ``[<prefix>-]<n>-<what>.png`` and ``.html`` (created on demand;
+    None: nowhere).  ``timeout``: the default for single CDP commands.
     """
 
     def __init__(self, *, chromium: str = CHROMIUM, window: tuple[int, int] = (1400, 900), artifacts: Path | None = None,
-                 timeout: float = 30.0, start_timeout: float = 60.0, extra_args: tuple[str, ...] = ()) -> None:
+                 prefix: str = "", timeout: float = 30.0, start_timeout: float = 60.0, extra_args: tuple[str, ...] = ()) -> None:
         self.chromium = chromium
+        self.prefix = prefix
         self.window = window
         self.artifacts = artifacts
         self.timeout = timeout
@@ -527,7 +528,7 @@ class Browser:
         """Save a screenshot and the page's HTML under ``artifacts``; return a note naming them ('' if none)."""
         if self.artifacts is None:
             return ""
-        stem = f"{next(self._failures):02d}-{_slug(what)}"
+        stem = f"{self.prefix + '-' if self.prefix else ''}{next(self._failures):02d}-{_slug(what)}"
         png, html_path = self.artifacts / f"{stem}.png", self.artifacts / f"{stem}.html"
         saved = []
         try:

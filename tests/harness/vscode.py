@@ -12,7 +12,7 @@ Every step waits for what it needs to see, and every wait is bounded; a failure 
 
 Selectors are VS Code 1.139's (code-server 4.139): the workbench ``.monaco-workbench``, the
 Explorer's ``.explorer-folders-view`` tree (rows ``.monaco-list-row[aria-label]``), editor tabs
-``.tab`` (``dirty`` while unsaved), breadcrumbs, the quick input ``.quick-input-widget`` and the
+``.tab`` (``dirty`` while unsaved, unless auto-save is on), breadcrumbs, the quick input ``.quick-input-widget`` and the
 terminal's xterm.js DOM renderer (``.xterm-rows``: Chromium started with ``--disable-3d-apis``
 has no WebGL, so xterm.js draws rows as DOM text, one ``div`` per row of the viewport).
 """
@@ -29,20 +29,21 @@ from .browser import CTRL, SHIFT, Browser, BrowserError
 WORKBENCH_TIMEOUT = 120.0
 
 # Fail-fast checks: an expression whose truthy value is the error to report.
-_WORKBENCH_ERROR = """(() => {
+_WORKBENCH_ERROR = r"""(() => {
     const err = document.querySelector('.login-form .error, .error-display');
     if (err && err.textContent.trim()) return 'login page says: ' + err.textContent.trim();
     const dlg = document.querySelector('.monaco-dialog-box');
-    if (dlg && dlg.offsetParent !== null) return 'VS Code shows a dialog: ' + dlg.textContent.trim().slice(0, 300);
+    if (dlg && dlg.offsetParent !== null) return 'VS Code shows a dialog: ' + dlg.innerText.trim().replace(/\s+/g, ' ').slice(0, 300);
     return null;
 })()"""
-_SAVE_ERROR = """(() => {
+_FS_ERROR = r"""(() => {
     for (const t of document.querySelectorAll('.notification-toast, .notifications-center .notification-list-item')) {
-        const s = t.textContent || '';
-        if (/failed to save|unable to write|permission|EACCES|EPERM|EROFS/i.test(s)) return 'notification: ' + s.trim().slice(0, 300);
+        const s = (t.innerText || '').replace(/\s+/g, ' ');
+        if (/failed to save|unable to write|unable to create|permission denied|EACCES|EPERM|EROFS|read-only file system/i.test(s))
+            return 'notification: ' + s.trim().slice(0, 300);
     }
     const dlg = document.querySelector('.monaco-dialog-box');
-    if (dlg && dlg.offsetParent !== null) return 'VS Code shows a dialog: ' + dlg.textContent.trim().slice(0, 300);
+    if (dlg && dlg.offsetParent !== null) return 'VS Code shows a dialog: ' + dlg.innerText.trim().replace(/\s+/g, ' ').slice(0, 300);
     return null;
 })()"""
 
@@ -66,7 +67,8 @@ def _active_element(b: Browser) -> str:
 # ----- login -----
 
 
-_NOT_LISTENING = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_CLOSED")
+_NOT_LISTENING = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_CONNECTION_CLOSED", "ERR_CONNECTION_ABORTED",
+                  "ERR_CONNECTION_FAILED", "ERR_EMPTY_RESPONSE", "ERR_SOCKET_NOT_CONNECTED")
 
 
 def login(b: Browser, base_url: str, password: str, *, timeout: float = WORKBENCH_TIMEOUT) -> None:
@@ -287,8 +289,8 @@ def new_file(b: Browser, name: str, text: str, *, paste: bool = False, timeout: 
         b.wait_for(f"document.activeElement.value === {_js(name)}", 10, "the file name to be typed")
     with b.step(f"confirm the name {name!r}"):
         b.press("Enter")
-        name_error = """(() => { const m = document.querySelector('.explorer-folders-view .monaco-inputbox-message, .monaco-inputbox-container .monaco-inputbox-message');
-                           return m && m.textContent.trim() ? 'the Explorer refuses the name: ' + m.textContent.trim() : null; })()"""
+        name_error = f"""(() => {{ const m = document.querySelector('.explorer-folders-view .monaco-inputbox-message, .monaco-inputbox-container .monaco-inputbox-message');
+                           return m && m.textContent.trim() ? 'the Explorer refuses the name: ' + m.textContent.trim() : {_FS_ERROR}; }})()"""
         b.wait_for(f"{_tab_state(base)} !== null && {_EDITOR_FOCUSED}", timeout, f"an editor for {base} to open and take focus",
                    fail=name_error)
         crumbs = """[...document.querySelectorAll('.editor-group-container.active .breadcrumbs-control .monaco-breadcrumb-item')]
@@ -313,7 +315,7 @@ def new_file(b: Browser, name: str, text: str, *, paste: bool = False, timeout: 
                 if ({_tab_state(base)} !== 'saved') return null;
                 const got = await {_server_text(name)};
                 return got === undefined || got === {_js(text)};
-            }})()""", timeout, f"{base} to be saved (no dirty mark on its tab, and code-server reads back the text)", fail=_SAVE_ERROR)
+            }})()""", timeout, f"{base} to be saved (no dirty mark on its tab, and code-server reads back the text)", fail=_FS_ERROR)
         except TimeoutError as e:
             on_server = b.evaluate(_server_text(name))
             shown = b.evaluate(_EDITOR_LINES)
@@ -451,10 +453,23 @@ def open_terminal(b: Browser, *, timeout: float = 60.0) -> str:
     return tag
 
 
+def _found(expect: str | re.Pattern[str], text: str) -> bool:
+    if isinstance(expect, re.Pattern):
+        return expect.search(text) is not None
+    if expect in text:
+        return True
+    try:
+        return re.search(expect, text, re.M) is not None
+    except re.error:
+        return False
+
+
 def terminal_run(b: Browser, command: str, expect: str | re.Pattern[str], timeout: float = 60.0) -> str:
-    """Open a new terminal, run ``command`` in it, and wait until its output contains ``expect`` (a
-    substring, or a compiled regex searched for, line by line with ``re.M``); return the terminal's
-    text (prompt, command and output; rows that the terminal wrapped joined back into lines).
+    """Open a new terminal, run ``command`` in it, and wait until its output contains ``expect``; return
+    the terminal's text (prompt, command and output; rows that the terminal wrapped joined back into lines).
+
+    ``expect``: a compiled pattern (searched for), or a string, found as a substring or else as a
+    regular expression (``re.M``; lines separated by newlines), so ``r"42\\s+db-ok"`` works as meant.
 
     Only what comes after the command line counts as output, so ``expect`` matching the echoed command
     does not end the wait.  The text is the terminal's viewport: output longer than the terminal's
@@ -483,7 +498,7 @@ def terminal_run(b: Browser, command: str, expect: str | re.Pattern[str], timeou
             lines = _lines(*_terminal_rows(b, tag))
             at = max((i for i, line in enumerate(lines) if line == echo_line), default=-1)  # -1: scrolled out
             out = "\n".join(lines[at + 1:])
-            if (expect.search(out) if isinstance(expect, re.Pattern) else expect in out):
+            if _found(expect, out):
                 return "\n".join(lines).rstrip()
             text = "\n".join(lines)
             if _TERMINAL_EXITED.search(text):
