@@ -182,6 +182,8 @@ class BuildProgress:
             TimeElapsedColumn(), TextColumn("[dim]{task.description}"), console=stderr, transient=False,
         )
         self._tasks: dict[str, Any] = {}
+        self._steps: dict[str, str] = {}  # ref -> the current step's text
+        self._said: dict[str, float] = {}  # ref -> when its last output line was shown (no terminal)
 
     def __enter__(self) -> BuildProgress:
         if self._live:
@@ -200,11 +202,32 @@ class BuildProgress:
                 info(f"building {ref}")
 
     def step(self, ref: str, number: int, total: int, text: str) -> None:
+        import time
+
         with self._lock:
+            self._steps[ref] = text
+            self._said[ref] = time.monotonic()
             if self._live:
                 self._progress.update(self._tasks[ref], completed=number - 1, total=total, description=text[:60])
             else:
                 info(f"  {ref}: step {number}/{total}: {text}")
+
+    def output(self, ref: str, line: str, every_s: float = 30.0) -> None:
+        """A line a build step printed: shown beside the step on a terminal; without one, the latest
+        line every ``every_s`` seconds, so a long step (an npm install) still shows it is alive."""
+        import time
+
+        line = " ".join(line.split())
+        if not line:
+            return
+        with self._lock:
+            if self._live:
+                if ref in self._tasks:
+                    step = self._steps.get(ref, "")
+                    self._progress.update(self._tasks[ref], description=f"{step[:30]} · {line[:70]}")
+            elif time.monotonic() - self._said.get(ref, 0.0) >= every_s:
+                self._said[ref] = time.monotonic()
+                info(f"  {ref}: … {line[:120]}")
 
     def done(self, ref: str, seconds: float) -> None:
         with self._lock:

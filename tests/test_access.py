@@ -181,3 +181,17 @@ def test_an_interactive_shell_gets_the_window_size_and_its_exit_status(relay_ser
     assert sent, out
     assert b"33 101" in out, out
     assert os.waitstatus_to_exitcode(status) == 5
+
+
+def test_a_long_build_step_shows_its_latest_output_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from devbox import console
+
+    with console.BuildProgress() as progress:  # no terminal here: one line per step, and a heartbeat
+        progress.start("devbox/code-server:1")
+        progress.step("devbox/code-server:1", 7, 22, "RUN npm install -g code-server")
+        progress.output("devbox/code-server:1", "first line", every_s=3600)  # too soon after the step line
+        progress.output("devbox/code-server:1", "> node-pty@1.1.0 install:   node-gyp rebuild", every_s=0)
+        progress.output("devbox/code-server:1", "   ", every_s=0)
+    err = capsys.readouterr().err
+    assert "step 7/22: RUN npm install -g code-server" in err
+    assert "first line" not in err and "devbox/code-server:1: … > node-pty@1.1.0 install: node-gyp rebuild" in err

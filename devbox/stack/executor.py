@@ -172,6 +172,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
                             progress.step(op.name, int(m.group(1)), int(m.group(2)), m.group(3))
                         elif line.strip():
                             tail.append(line)
+                            progress.output(op.name, line)
                 if "error" in chunk:
                     error = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
 
