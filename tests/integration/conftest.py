@@ -24,8 +24,9 @@ from harness.sandbox import EtcSandbox
 SUITE_RANGE = 200000  # the test user's subordinate range in the suite's /etc/subuid and /etc/subgid
 
 
-PREBUILD_FIXTURE = "code_server_images"
+PREBUILD_FIXTURE = "prebuilt_images"
 _prebuild_wanted = False
+PREBUILT = ("ide-code", "ide-code-node", "ide-python", "node")  # what the tests taking prebuilt_images run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,16 +35,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
-    # The IDE tests need the code-server image, whose cold build (npm, native modules) takes minutes:
-    # it starts in the background at the beginning of the session (fixture _prebuild) and those
-    # tests run last, so the build overlaps the rest of the suite instead of adding to it.
+    # The profile tests (IDEs, node) need images whose cold builds take minutes (code-server's npm
+    # install with native modules, JupyterLab's pip install): they start in the background at the
+    # beginning of the session (fixture _prebuild) and those tests run last, so the builds overlap
+    # the rest of the suite instead of adding to it.
     late = [i for i in items if PREBUILD_FIXTURE in getattr(i, "fixturenames", ())]
     _prebuild_wanted = bool(late)
     items[:] = [i for i in items if i not in late] + late
 
 
 class Prebuild:
-    """``devbox build`` of the IDE profiles, run in the background on the session's remap engine."""
+    """``devbox build`` of the profiles in PREBUILT, run in the background on the session's remap engine."""
 
     def __init__(self, engine: PrivateDaemon, profiles: tuple[str, ...]) -> None:
         from .test_stack import make_project
@@ -69,7 +71,7 @@ def _prebuild(request: pytest.FixtureRequest) -> Iterator[Prebuild | None]:
         return
     _require_sandbox()
     engine: PrivateDaemon = request.getfixturevalue("remap_engine")
-    pre = Prebuild(engine, ("ide-code", "ide-code-node"))
+    pre = Prebuild(engine, PREBUILT)
     yield pre
     if pre.proc.poll() is None:
         pre.proc.kill()
@@ -77,8 +79,8 @@ def _prebuild(request: pytest.FixtureRequest) -> Iterator[Prebuild | None]:
 
 
 @pytest.fixture(scope="session")
-def code_server_images(_prebuild: Prebuild | None) -> Prebuild:
-    """The IDE profiles' images, built by ``devbox build`` (in the background since the session began)."""
+def prebuilt_images(_prebuild: Prebuild | None) -> Prebuild:
+    """The images of the PREBUILT profiles, built by ``devbox build`` (in the background since the session began)."""
     assert _prebuild is not None
     _prebuild.wait()
     return _prebuild

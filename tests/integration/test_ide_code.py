@@ -1,7 +1,7 @@
 """VS Code in the browser (the ide-code profiles), driven step by step in headless Chromium.
 
 The code-server image is built by ``devbox build`` in the background from the start of the
-session (conftest: ``code_server_images``), and these tests run last.  The browser is Debian's
+session (conftest: ``prebuilt_images``), and these tests run last.  The browser is Debian's
 Chromium over the DevTools protocol (tests/harness/browser.py); what the UI does is checked on
 the host: the saved file is the user's, the terminal ran in the runtime's Python.  Screenshots
 of each step are kept in artifacts/.
@@ -40,7 +40,7 @@ def _relay(engine: PrivateDaemon, root: Path, command: str) -> str:
 
 
 def test_vscode_in_the_browser_edits_your_files_and_its_terminal_runs_the_runtime(
-        host_engine: PrivateDaemon, code_server_images: Prebuild) -> None:  # noqa: F811
+        host_engine: PrivateDaemon, prebuilt_images: Prebuild) -> None:  # noqa: F811
     engine = host_engine
     root = make_project("idecode", 'name = "idecode"\nprofile = "ide-code"\n')
     hello = root / "hello_from_devbox.py"

@@ -433,7 +433,7 @@ def container_ids_after_restart(engine: PrivateDaemon) -> dict[str, str]:
 # --- other profiles ---------------------------------------------------------------------------------
 
 
-def test_node_profile_smoke(host_engine: PrivateDaemon) -> None:
+def test_node_profile_smoke(host_engine: PrivateDaemon, prebuilt_images: object) -> None:
     engine = host_engine
     root = make_project("nodeapp", 'name = "nodeapp"\nprofile = "node"\n')
     ok(devbox(engine, root, "up", "-d"))
@@ -507,7 +507,7 @@ def test_pip_trusts_the_hosts_extra_ca_at_run_time_unless_told_not_to(host_engin
     ok(devbox(engine, root, "down", "--volumes"))
 
 
-def test_ide_profile_serves_jupyterlab_showing_the_work_dir(host_engine: PrivateDaemon) -> None:
+def test_ide_profile_serves_jupyterlab_showing_the_work_dir(host_engine: PrivateDaemon, prebuilt_images: object) -> None:
     engine = host_engine
     chromium = shutil.which("chromium")
     assert chromium, "tests/run installs chromium"
