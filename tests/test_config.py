@@ -787,10 +787,17 @@ def test_port_with_an_empty_host_port_lets_the_engine_pick(env: Env) -> None:
     ('terminal = "runtime"', "services.runtime.terminal: service 'runtime' cannot be its own terminal"),
     ('terminal = "rutnime"', "services.runtime.terminal: unknown service 'rutnime'"),
     ('terminal = "Runtime"', "is not a service name"),
-    ("web_port = 8080", "services.runtime.web_port: port 8080 is not published"),
     ('generated_env = ["PASS WORD"]', "an environment variable name"),
 ])
 def test_ide_keys_are_checked_with_file_and_line(env: Env, layer: str, message: str) -> None:
     path = env.profile("web", f'extends = "base"\n[services.runtime]\n{layer}\n')
     err = env.error('profile = "web"\n')
     assert message in err and f"{path}:3" in err, err
+
+
+def test_a_project_override_of_one_profiles_ports_leaves_the_others_loadable(env: Env) -> None:
+    # [services.ide] in devbox.toml applies to every profile's ide: a web_port it no longer publishes
+    # is not an error (ps and open find no URL), or one profile's override would break the others
+    env.profile("web", 'extends = "base"\n[services.runtime]\nports = ["127.0.0.1::8080"]\nweb_port = 8080\n')
+    prof = env.load('profile = "web"\n[services.runtime]\nports = ["127.0.0.1:9999:8888"]\n').profiles["web"]
+    assert prof.service("runtime").web_port == 8080

@@ -215,9 +215,6 @@ def _resolve_profile(raw: RawProfile, raws: Mapping[str, RawProfile], ctx: _Ctx,
                 if target in layered:
                     raise lay.fail("terminal", (), f"{lay.path('terminal')}: service '{target}' is disabled in profile '{raw.name}'")
                 raise lay.fail("terminal", (), f"{lay.path('terminal')}: unknown service '{target}'", suggest(target, services))
-        if service.web_port is not None and service.web_port not in {p.container_port for p in service.ports}:
-            raise lay.fail("web_port", (), f"{lay.path('web_port')}: port {service.web_port} is not published",
-                           f"add it to ports, e.g. \"127.0.0.1::{service.web_port}\"")
     cycle = find_cycle({n: [d.service for d in s.depends_on] for n, s in services.items()})
     if cycle:
         lay = layered[cycle[0]]
