@@ -52,16 +52,30 @@ class Prebuild:
 
         self.root = make_project("prebuild", 'name = "prebuild"\nprofile = "ide-code"\n')
         self.log = self.root.parent / "prebuild.log"
-        script = " && ".join(f"{sys.executable} -m devbox build --profile {p}" for p in profiles)
-        env = {"PATH": os.environ["PATH"], "HOME": f"/run/devbox-test/home/{TEST_USER}", "LANG": "C.UTF-8", **engine.env}
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                ["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups", "--", "sh", "-c", script],
-                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.script = " && ".join(f"{sys.executable} -m devbox build --profile {p}" for p in profiles)
+        self.env = {"PATH": os.environ["PATH"], "HOME": f"/run/devbox-test/home/{TEST_USER}", "LANG": "C.UTF-8", **engine.env}
+        self.proc = self._start(self.log)
+        self.done = False
+
+    def _start(self, log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                ["setpriv", "--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups", "--", "sh", "-c", self.script],
+                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def wait(self, timeout: float = 1800) -> None:
+        if self.done:
+            return
         rc = self.proc.wait(timeout=timeout)
-        assert rc == 0, f"devbox build (background) failed with {rc}:\n{self.log.read_text()[-4000:]}"
+        if rc != 0:
+            # Once more, in the foreground: a test running beside the builds may have disturbed them (it
+            # must not: say so).  A build that is broken fails again, with both logs.
+            first = self.log.read_text()[-3000:]
+            print(f"\nbackground devbox build failed with {rc}; building again:\n{first}", file=sys.stderr)
+            retry = self.log.with_suffix(".retry.log")
+            rc = self._start(retry).wait(timeout=timeout)
+            assert rc == 0, f"devbox build failed twice ({rc}):\n{first}\n--- again:\n{retry.read_text()[-3000:]}"
+        self.done = True
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,6 +20,8 @@ from harness.daemon import RUN, SESSION, PrivateDaemon
 
 from .test_watch_engine import IMAGE, UID, LiveWatch, devbox, env_for, make_project, no_traceback
 
+LABEL = "devbox-test=containment"
+
 
 def test_a_planted_link_never_leads_a_fix_outside_the_work_dir(remap_engine: PrivateDaemon) -> None:
     root, state = make_project("contain")
@@ -28,7 +30,7 @@ def test_a_planted_link_never_leads_a_fix_outside_the_work_dir(remap_engine: Pri
     outside.mkdir(mode=0o755)
     try:
         w = LiveWatch(remap_engine, root, state)
-        remap_engine.docker("run", "--rm", "-v", f"{root}:/work", IMAGE, "sh", "-c",
+        remap_engine.docker("run", "--rm", "--label", LABEL, "-v", f"{root}:/work", IMAGE, "sh", "-c",
                             "mkdir /work/a && : > /work/a/leak && chown 5:5 /work/a/leak")
         w.wait_for(lambda recs: str(root / "a" / "leak") in {r["path"] for r in recs})
         w.stop()
@@ -39,7 +41,7 @@ def test_a_planted_link_never_leads_a_fix_outside_the_work_dir(remap_engine: Pri
         rootfile = outside / "root-owned"
         rootfile.write_text("x")
         # the container swaps the directory for a link to it (as container root, i.e. as the user)
-        remap_engine.docker("run", "--rm", "-v", f"{root}:/work", "-v", f"{outside}:{outside}", IMAGE, "sh", "-c",
+        remap_engine.docker("run", "--rm", "--label", LABEL, "-v", f"{root}:/work", "-v", f"{outside}:{outside}", IMAGE, "sh", "-c",
                             f"rm -r /work/a && ln -s {outside} /work/a && ln -s {outside}/root-owned /work/r")
 
         r = devbox(remap_engine, root, state, "leaks", "--fix")
@@ -57,6 +59,9 @@ def test_a_planted_link_never_leads_a_fix_outside_the_work_dir(remap_engine: Pri
         assert (os.lstat(rootfile).st_uid, os.lstat(rootfile).st_gid) == (0, 0)
         assert os.lstat(root / "a").st_uid == UID  # the link itself is the user's (container root made it)
     finally:
-        for cid in remap_engine.docker("ps", "-aq", "--filter", "ancestor=" + IMAGE).stdout.split():
-            remap_engine.docker("rm", "-f", cid, check=False)
+        # this test's containers and the fix helpers only: an "ancestor" filter would also kill the
+        # session's background builds (their RUN steps are containers of the same base image)
+        for label in (LABEL, "devbox.helper"):
+            for cid in remap_engine.docker("ps", "-aq", "--filter", f"label={label}").stdout.split():
+                remap_engine.docker("rm", "-f", cid, check=False)
         shutil.rmtree(outside, ignore_errors=True)
