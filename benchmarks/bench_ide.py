@@ -77,9 +77,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_ide: run as root (it starts a private dockerd)", file=sys.stderr)
         return 2
-    d = PrivateDaemon(f"bench-ide-{os.getpid()}")
-    d.destroy()
-    d.write_config({})
+    reuse = os.environ.get("BENCH_DAEMON")  # a harness daemon left running, with the images built
+    d = PrivateDaemon(reuse or f"bench-ide-{os.getpid()}")
+    if not reuse:
+        d.destroy()
+        d.write_config({})
     d.start()
     work = RUN / f"bench-ide-{os.getpid()}"
     env = {**os.environ, **d.env, "COLUMNS": "200", "DEVBOX_STATE_DIR": str(work / "state")}
@@ -135,7 +137,8 @@ def main() -> int:
         for root in (ide, vim):
             run([PY, "-m", "devbox", "down", "--volumes"], env, root)
     finally:
-        d.destroy()
+        if not reuse:
+            d.destroy()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -97,12 +97,14 @@ def up(
 
 @app.command()
 def build(
+    services: Optional[list[str]] = typer.Argument(None, help="Only these services' images (default: all)."),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Build this profile's images instead of devbox.toml's."),
+    nice: bool = typer.Option(False, "--nice", help="Yield the CPU to everything else (a build in the background)."),
 ) -> None:
     """Build the images the profile needs (what up builds first), starting nothing."""
     from devbox.stack import commands as stack
 
-    raise typer.Exit(int(stack.build(profile=profile)))
+    raise typer.Exit(int(stack.build(profile=profile, services=services or (), nice=nice)))
 
 
 @app.command()

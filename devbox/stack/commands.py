@@ -255,8 +255,12 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     return report
 
 
-def build(*, profile: str | None, start: Path | None = None) -> Exit:
-    """Build (or pull) the images a profile needs, start nothing: what ``up`` would build first."""
+NICE_CPU_SHARES = 2  # the smallest weight: a --nice build runs on the CPU time nothing else wants
+
+
+def build(*, profile: str | None, services: Sequence[str] = (), nice: bool = False, start: Path | None = None) -> Exit:
+    """Build (or pull) the images a profile needs (or only ``services``'), start nothing: what ``up``
+    would build first.  ``nice``: the builds yield the CPU to everything else."""
     from devbox.stack import executor
     from devbox.stack.observe import observe_project
     from devbox.stack.reconcile import reconcile
@@ -264,13 +268,20 @@ def build(*, profile: str | None, start: Path | None = None) -> Exit:
     project = config.find_project(start)
     prof = resolve_profile(project, profile)
     stack, facts = desired(project, prof.name)
+    unknown = [s for s in services if s not in prof.service_names]
+    if unknown:
+        raise ConfigError(f"profile {prof.name} has no service '{unknown[0]}'",
+                          hint=config.suggest(unknown[0], prof.service_names) or f"its services: {', '.join(prof.service_names)}")
     client = connect()
     observed = observe_project(client, stack.project, [ref for ref, _ in stack.images])
     plan = reconcile(stack, observed).images_only()
+    if services:
+        refs = {s.image for s in stack.services if s.name in services}
+        plan = dataclasses.replace(plan, operations=tuple(op for op in plan.operations if op.name in refs))
     if plan.is_noop:
         console.info(f"{project.name} ({prof.name}): every image is built")
         return Exit.OK
-    report = executor.execute(client, plan, network.build_args(facts))
+    report = executor.execute(client, plan, network.build_args(facts), cpu_shares=NICE_CPU_SHARES if nice else None)
     console.info(f"{project.name} ({prof.name}): images ready in {report.seconds:.1f}s")
     return Exit.OK
 

@@ -64,7 +64,7 @@ class Report:
 
 
 def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[str, str] | None = None,
-            before_services: Callable[[], None] | None = None) -> Report:
+            before_services: Callable[[], None] | None = None, cpu_shares: int | None = None) -> Report:
     """Carry ``plan`` out.  ``build_args`` go to every build (the proxy settings: Docker's predefined
     proxy args, which do not bust the build cache).  ``before_services`` runs once images exist and
     before any container is created or started (the idmapped views are made there)."""
@@ -88,7 +88,7 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
             report.add(f"volume {op.name}: removed")
     images = [op for op in prepare if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)]
     if images:
-        _images(client, images, report, dict(build_args or {}))
+        _images(client, images, report, dict(build_args or {}), cpu_shares)
     services = [op for group in plan.levels for op in group]
     if before_services is not None:
         before_services()
@@ -101,9 +101,10 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
 # --- images -----------------------------------------------------------------------
 
 
-def _images(client: docker.DockerClient, ops: list[Operation], report: Report, build_args: dict[str, str]) -> None:
+def _images(client: docker.DockerClient, ops: list[Operation], report: Report, build_args: dict[str, str],
+            cpu_shares: int | None = None) -> None:
     with console.BuildProgress() as progress, concurrent.futures.ThreadPoolExecutor(BUILD_WORKERS) as pool:
-        futures = [pool.submit(functools.partial(_build, build_args=build_args) if op.build else _pull, client, op, progress)
+        futures = [pool.submit(functools.partial(_build, build_args=build_args, cpu_shares=cpu_shares) if op.build else _pull, client, op, progress)
                    for op in ops]
         errors = []
         for fut in futures:
@@ -139,7 +140,7 @@ def build_context(build: Build, into: Path, bundle: Path | None) -> Path:
 
 
 def _build(client: docker.DockerClient, op: Operation, progress: console.BuildProgress,
-           build_args: Mapping[str, str] | None = None) -> str:
+           build_args: Mapping[str, str] | None = None, cpu_shares: int | None = None) -> str:
     assert op.build is not None
     started = time.monotonic()
     progress.start(op.name)
@@ -154,6 +155,8 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
                 path=str(ctx), tag=op.name, buildargs={**(build_args or {}), **(op.build.args_dict if op.build else {})},
                 dockerfile=op.build.dockerfile if op.build else "Dockerfile", rm=True, forcerm=True, decode=True,
                 target=op.build.target if op.build else None,
+                # --nice: the build's RUN steps get a small CPU weight, so they yield to everything else
+                container_limits={"cpushares": cpu_shares} if cpu_shares else None,
             )
         )
         error = None
