@@ -85,6 +85,4 @@ def web_url(svc: Service, ports: Iterable[str]) -> str | None:
 
 def login_variable(svc: Service) -> str | None:
     """The generated variable that is ``svc``'s login (PASSWORD, a token), if it has one."""
-    for name in svc.generated_env:
-        return name
-    return None
+    return svc.generated_env[0] if svc.generated_env else None

@@ -66,10 +66,6 @@ class _Frames:
         return out
 
 
-def _send_all(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(data)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

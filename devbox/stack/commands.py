@@ -89,7 +89,8 @@ def up(*, profile: str | None, detach: bool, dry_run: bool, start: Path | None =
     if dry_run or report is None:
         return Exit.OK
     if any(s.web_port is not None for s in prof.services):
-        for web in web_endpoints(connect(), project, prof.name):
+        # the URLs only: the profile's own stack, without reading the host's facts and secrets again
+        for web in web_endpoints(connect(), project, stack=project.stack(prof.name)):
             console.say(web.line(with_secret=False))
     interactive = prof.interactive
     if detach or interactive is None:
@@ -136,7 +137,7 @@ def web_endpoints(client: docker.DockerClient, project: Project, profile: str | 
         if svc.web_port is None:
             continue
         c = running.get(svc.name)
-        url = access.web_url(svc, observe.detail(client, c.id).ports) if c is not None else None
+        url = access.web_url(svc, observe.ports(client, c.id)) if c is not None else None
         login = access.login_variable(svc)
         out.append(WebEndpoint(svc.name, url, login, svc.env_dict.get(login) if login else None))
     return out

@@ -106,15 +106,26 @@ class ContainerDetail:
     exit_code: int | None
 
 
+def _ports(raw: dict[str, Any]) -> list[str]:
+    """``IP:HOSTPORT->PORT/PROTO`` for each binding of an inspected container."""
+    ports: list[str] = []
+    for cport, binds in sorted(((raw.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+        for b in binds or []:
+            ports.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{cport}")
+    return ports
+
+
+def ports(client: docker.DockerClient, container_id: str) -> list[str]:
+    """The published ports of a container (one inspect; :func:`detail` reads much more)."""
+    return _ports(call(lambda: client.api.inspect_container(container_id)))
+
+
 def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
     raw = call(lambda: client.api.inspect_container(container_id))
     host_config = raw.get("HostConfig") or {}
     cfg = raw.get("Config") or {}
     state = raw.get("State") or {}
-    ports: list[str] = []
-    for cport, binds in sorted(((raw.get("NetworkSettings") or {}).get("Ports") or {}).items()):
-        for b in binds or []:
-            ports.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{cport}")
+    ports = _ports(raw)
     image_ref = cfg.get("Image", "")
     img = image(client, image_ref) if image_ref else None
     return ContainerDetail(
