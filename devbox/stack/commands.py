@@ -21,6 +21,7 @@ from devbox.config import resolve as config
 from devbox.core import network
 from devbox.core.model import Profile, Project, Stack
 from devbox.core.network import NetworkFacts
+from devbox.engine import libpod
 from devbox.engine.client import connect
 from devbox.engine.errors import call
 from devbox.errors import ConfigError, DevboxError, Exit
@@ -30,7 +31,10 @@ from devbox.host.user import paths_for, resolve_user
 if TYPE_CHECKING:
     import docker
 
+    from devbox.host.user import User
+    from devbox.paths import Paths
     from devbox.stack.executor import Report
+    from devbox.stack.pods import Pod
 
 
 # --- init --------------------------------------------------------------------------
@@ -208,10 +212,17 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     stack, facts = desired(project, profile)
     client = connect()
     info, strategy = guard_engine(client, project)
+    podman = info.product == "podman"
+    if podman:
+        from devbox.core.pods import refusal
+
+        refused = refusal(stack)
+        if refused is not None:
+            raise DevboxError(f"{project.file.name}: profile {profile}: {refused[0]}", hint=refused[1])
     user = resolve_user()
     paths = paths_for(user)
     refs = [ref for ref, _ in stack.images]
-    observed = observe_project(client, stack.project, refs)
+    observed = observe_project(client, stack.project, refs, podman=podman)
     views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
     if views.plan.views or views.plan.refused:
         stack_views.guard_views(views, project)
@@ -225,7 +236,12 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
             observed = observe_project(client, stack.project, refs)
             views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
             stack_views.guard_views(views, project)
+    if podman and not dry_run and not all(observed.image_present.get(ref) for ref in refs):
+        # the users of services that do not write your files come from their images: images first
+        executor.execute(client, reconcile(stack, observed).images_only(), network.build_args(facts), podman=True)
+        observed = observe_project(client, stack.project, refs, podman=True)
     plan = reconcile(views.stack, observed)
+    pod = _pod(client, stack, user, paths, info.podman_networks) if podman and not dry_run else None
     if dry_run:
         console.say(str(plan))
         for v in views.plan.views:
@@ -244,7 +260,8 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     # The watcher imports and scans while the engine works; its ready signal is collected at the end.
     launch = watcher.on_up(project, profile)
     try:
-        report = executor.execute(client, plan, network.build_args(facts), before_services=lambda: stack_views.ensure_views(views))
+        report = executor.execute(client, plan, network.build_args(facts), before_services=lambda: stack_views.ensure_views(views),
+                                  pod=pod)
         stack_views.release_project_views(project.name, user, keep=views)
     except BaseException:
         if launch is not None:
@@ -254,6 +271,17 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     if launch is not None:
         launch.wait()
     return report
+
+
+def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, networks: tuple[str, ...]) -> Pod:
+    """The keep-id pod's hosts file and its services' users (an image's own user for those that do
+    not write your files)."""
+    from devbox.core.pods import writes_your_files
+    from devbox.stack import pods
+
+    images = {s.image for s in stack.services if not s.user and not writes_your_files(s)}
+    return pods.prepare(paths, stack, user.uid, user.gid, {ref: pods.image_user(client, ref) for ref in sorted(images)},
+                        networks)
 
 
 NICE_CPU_SHARES = 2  # the smallest weight: a --nice build runs on the CPU time nothing else wants
@@ -442,7 +470,8 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
             "profile": c.profile,
             "up_to_date": current,
             "ports": list(d.ports),
-            "userns_mode": d.userns_mode or default_userns,
+            # a pod's containers join its user namespace ("container:INFRA"): keep-id, the pod's
+            "userns_mode": "keep-id (pod)" if engine.product == "podman" and strategy == "keep-id" else d.userns_mode or default_userns,
             "userns_host": d.userns_mode == "host",
             # container root is host root: files it writes in a bind mount are root's
             "root_is_host_root": d.userns_mode == "host" or default_userns == "none",
@@ -527,11 +556,12 @@ def down(*, volumes: bool, start: Path | None = None) -> Exit:
 
     watcher_process.stop(project.name)
     client = connect()
-    plan = teardown(project.name, observe.observe_project(client, project.name), volumes=volumes)
+    podman = libpod.is_podman(client)
+    plan = teardown(project.name, observe.observe_project(client, project.name, podman=podman), volumes=volumes)
     if plan.is_noop:
         console.info(f"{project.name}: nothing to remove")
         return Exit.OK
-    executor.execute(client, plan)
+    executor.execute(client, plan, podman=podman)
     from devbox.stack import views as stack_views
 
     released = stack_views.release_project_views(project.name, resolve_user())

@@ -33,11 +33,13 @@ from devbox.stack.reconcile import Action, Operation, StackPlan
 if TYPE_CHECKING:
     import docker
 
+    from devbox.stack.pods import Pod
+
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 STOP_TIMEOUT = 10
 BUILD_WORKERS = 3
 LOG_TAIL = 15
-_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_STEP_RE = re.compile(r"^(?:Step|STEP) (\d+)/(\d+) ?: (.*)$")  # Docker's "Step 1/8 : ", Podman's "STEP 1/8: "
 
 
 class BuildError(DevboxError):
@@ -64,22 +66,35 @@ class Report:
 
 
 def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[str, str] | None = None,
-            before_services: Callable[[], None] | None = None, cpu_shares: int | None = None) -> Report:
+            before_services: Callable[[], None] | None = None, cpu_shares: int | None = None,
+            pod: Pod | None = None, podman: bool = False) -> Report:
     """Carry ``plan`` out.  ``build_args`` go to every build (the proxy settings: Docker's predefined
     proxy args, which do not bust the build cache).  ``before_services`` runs once images exist and
-    before any container is created or started (the idmapped views are made there)."""
+    before any container is created or started (the idmapped views are made there).
+
+    On Podman (``podman``, and ``pod`` when services are created) the project's network is a pod
+    and containers are created in it (:mod:`devbox.stack.pods`)."""
+    from devbox.stack import pods
+
+    podman = podman or pod is not None
     started = time.monotonic()
     report = Report()
     prepare = plan.prepare
     for op in prepare:
         if op.action is Action.REMOVE_ORPHAN:
             _remove_container(client, op, report)
+        elif op.action is Action.CREATE_NETWORK and podman:
+            how = pods.create_pod(client, plan.stack, op.name, pod)
+            report.add(f"pod {op.name}: created (keep-id; {how})")
         elif op.action is Action.CREATE_NETWORK:
             call(functools.partial(client.api.create_network, op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project}))
             report.add(f"network {op.name}: created")
         elif op.action is Action.CREATE_VOLUME:
             call(functools.partial(client.api.create_volume, op.name, labels={LABEL_PROJECT: plan.stack.project, LABEL_VOLUME: op.name}))
             report.add(f"volume {op.name}: created")
+        elif op.action is Action.REMOVE_NETWORK and podman:
+            pods.remove_pod(client, op.name)
+            report.add(f"pod {op.name}: removed")
         elif op.action is Action.REMOVE_NETWORK:
             _remove_network(client, op.name)
             report.add(f"network {op.name}: removed")
@@ -88,12 +103,12 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
             report.add(f"volume {op.name}: removed")
     images = [op for op in prepare if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)]
     if images:
-        _images(client, images, report, dict(build_args or {}), cpu_shares)
+        _images(client, images, report, dict(build_args or {}), cpu_shares, pods.BUILD_NETWORK if podman else None)
     services = [op for group in plan.levels for op in group]
     if before_services is not None:
         before_services()
     if services:
-        _services(client, plan.stack, services, report)
+        _services(client, plan.stack, services, report, pod)
     report.seconds = time.monotonic() - started
     return report
 
@@ -102,9 +117,10 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
 
 
 def _images(client: docker.DockerClient, ops: list[Operation], report: Report, build_args: dict[str, str],
-            cpu_shares: int | None = None) -> None:
+            cpu_shares: int | None = None, network_mode: str | None = None) -> None:
     with console.BuildProgress() as progress, concurrent.futures.ThreadPoolExecutor(BUILD_WORKERS) as pool:
-        futures = [pool.submit(functools.partial(_build, build_args=build_args, cpu_shares=cpu_shares) if op.build else _pull, client, op, progress)
+        futures = [pool.submit(functools.partial(_build, build_args=build_args, cpu_shares=cpu_shares, network_mode=network_mode)
+                               if op.build else _pull, client, op, progress)
                    for op in ops]
         errors = []
         for fut in futures:
@@ -140,7 +156,7 @@ def build_context(build: Build, into: Path, bundle: Path | None) -> Path:
 
 
 def _build(client: docker.DockerClient, op: Operation, progress: console.BuildProgress,
-           build_args: Mapping[str, str] | None = None, cpu_shares: int | None = None) -> str:
+           build_args: Mapping[str, str] | None = None, cpu_shares: int | None = None, network_mode: str | None = None) -> str:
     assert op.build is not None
     started = time.monotonic()
     progress.start(op.name)
@@ -157,6 +173,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
                 target=op.build.target if op.build else None,
                 # --nice: the build's RUN steps get a small CPU weight, so they yield to everything else
                 container_limits={"cpushares": cpu_shares} if cpu_shares else None,
+                network_mode=network_mode,
             )
         )
         error = None
@@ -310,7 +327,7 @@ class _Gate:
         self.error: str | None = None
 
 
-def _services(client: docker.DockerClient, stack: Stack, ops: list[Operation], report: Report) -> None:
+def _services(client: docker.DockerClient, stack: Stack, ops: list[Operation], report: Report, pod: Pod | None = None) -> None:
     gates = {op.name: _Gate() for op in ops}
     lock = threading.Lock()
     # Services others wait for are on the critical path: the rest of their level starts
@@ -325,8 +342,8 @@ def _services(client: docker.DockerClient, stack: Stack, ops: list[Operation], r
                 for g in first[op.level]:
                     g.event.wait()
             for dep in op.wait_for:
-                _wait_for(client, stack, dep, gates.get(dep.service), op.name)
-            cid = _service_op(client, stack, op)
+                _wait_for(client, stack, dep, gates.get(dep.service), op.name, pod)
+            cid = _service_op(client, stack, op, pod)
             gate.container_id = cid
             with lock:
                 report.containers[op.name] = cid
@@ -364,7 +381,7 @@ class _DependencyFailed(DevboxError):
     pass
 
 
-def _service_op(client: docker.DockerClient, stack: Stack, op: Operation) -> str:
+def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: Pod | None = None) -> str:
     if op.action is Action.REMOVE_ORPHAN:
         assert op.container_id is not None
         remove_container(client, op.container_id)
@@ -382,9 +399,14 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation) -> str
     assert op.service is not None and op.config_hash is not None
     if op.action is Action.RECREATE and op.container_id is not None:
         remove_container(client, op.container_id)
-    args = create_args(client, stack, op.service, op.config_hash)
-    created: dict[str, Any] = call(lambda: client.api.create_container(**args))
-    cid = str(created["Id"])
+    if pod is not None:
+        from devbox.stack import pods
+
+        cid = pods.create_container(client, pod, stack, op.service, op.config_hash)
+    else:
+        args = create_args(client, stack, op.service, op.config_hash)
+        created: dict[str, Any] = call(lambda: client.api.create_container(**args))
+        cid = str(created["Id"])
     call(lambda: client.api.start(cid))
     try:
         _lifecycle(client, op.service, cid, "post_create", op.service.post_create)
@@ -414,7 +436,8 @@ def _lifecycle(client: docker.DockerClient, svc: Service, cid: str, what: str, c
         console.info(f"service {svc.name}: {what} {' '.join(argv)[:100]}: ok")
 
 
-def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str) -> None:
+def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str,
+              pod: Pod | None = None) -> None:
     """Block until ``dep.service`` reached ``dep.condition``; fail with its log tail when it cannot.
 
     The container's events (start, die, health_status) say when to look again, so
@@ -426,6 +449,11 @@ def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _
             raise _DependencyFailed(f"service {waiter} not started: its dependency {dep.service} failed")
     name = stack.container_name(dep.service)
     target = gate.container_id if gate and gate.container_id else name
+    if pod is not None:
+        from devbox.stack import pods
+
+        pods.wait_for(client, stack, dep, target, waiter, lambda state: _reached(client, dep, state, name, waiter))
+        return
     svc = stack.service(dep.service)
     limit = 120.0
     if svc.healthcheck is not None:

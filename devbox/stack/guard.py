@@ -79,19 +79,20 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User,
 
 
 def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.EngineInfo, str]:
-    """The engine, and the project's ``[ownership] strategy`` on it, which must work there; ``up`` on
-    Podman is not built yet."""
+    """The engine, and the project's ``[ownership] strategy`` on it, which must work there; on Podman,
+    ``up`` runs rootless with keep-id (:mod:`devbox.stack.pods`)."""
     from devbox.stack.views import choose_for_engine
 
     info = engine.inspect_engine(client)
     choice = choose_for_engine(info, project)
     if isinstance(choice, Refusal):
         raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
-    if info.product == "podman":
+    if info.product == "podman" and choice.strategy != "keep-id":
         raise DevboxError(
-            f"devbox up does not run on Podman yet ({info.label} at {info.host}; strategy {choice.strategy} "
-            "is proven by `devbox remap`)",
-            hint="devbox remap, doctor and images work on Podman; run the stack on Docker for now")
+            f"devbox up runs on rootless Podman with keep-id; {info.label} at {info.host} would need "
+            f"strategy {choice.strategy} (per-mount idmap: crun, or runc 1.2 or newer), not built yet",
+            hint="run devbox as your own user against rootless Podman (its socket: systemctl --user start "
+                 "podman.socket), or run the stack on Docker")
     return info, choice.strategy
 
 

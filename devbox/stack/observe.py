@@ -83,12 +83,16 @@ def image(client: docker.DockerClient, ref: str) -> ObservedImage | None:
     return ObservedImage(ref=ref, id=raw["Id"], toolchain=labels.get(LABEL_TOOLCHAIN))
 
 
-def observe_project(client: docker.DockerClient, project: str, image_refs: Iterable[str] = ()) -> Observed:
-    """Everything carrying ``devbox.project=project``, plus the images named by ``image_refs`` that exist."""
+def observe_project(client: docker.DockerClient, project: str, image_refs: Iterable[str] = (),
+                    podman: bool = False) -> Observed:
+    """Everything carrying ``devbox.project=project``, plus the images named by ``image_refs`` that exist.
+    On Podman the project's network is its pod (:mod:`devbox.stack.pods`)."""
+    from devbox.stack import pods
+
     found = tuple(i for i in (image(client, ref) for ref in dict.fromkeys(image_refs)) if i is not None)
     return Observed(
         containers=containers(client, project),
-        networks=networks(client, project),
+        networks=pods.pods(client, project) if podman else networks(client, project),
         volumes=volumes(client, project),
         images=found,
     )

@@ -1,0 +1,147 @@
+"""Running a stack on rootless Podman: the pod, its hosts file, its containers, and waiting on them.
+
+The specs are :mod:`devbox.core.pods`' (pure); this module sends them.  Everything else
+(build, start, stop, inspect, logs, exec, archive, volumes) goes through the Docker-compatible
+API as on Docker, so :mod:`devbox.stack.executor` only asks this module at four points:
+the project's network (a pod here), a container's creation, waiting on a dependency, and
+the build network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devbox import console
+from devbox.core import pods as spec
+from devbox.core.model import DependsOn, Service, Stack
+from devbox.engine import libpod
+from devbox.engine.errors import call
+from devbox.errors import DevboxError, EngineError, EngineErrorKind
+from devbox.host.files import private_dir, write_atomic
+from devbox.paths import Paths
+
+if TYPE_CHECKING:
+    import docker
+
+BUILD_NETWORK = "host"  # builds reach the mirrors without slirp4netns or pasta (the user's own network namespace)
+POLL_S = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Pod:
+    """What creating a stack's containers in a pod needs: the hosts file, the user, the images' users."""
+
+    hosts: Path
+    uid: int
+    gid: int
+    network: str = spec.NETWORK_NONE  # the pod's network when it is created (devbox.core.pods.pod_network)
+    image_users: Mapping[str, str] = dataclasses.field(default_factory=dict)  # image ref -> its Config.User
+
+    def user_of(self, svc: Service) -> str:
+        return spec.run_as(svc, self.uid, self.gid, self.image_users.get(svc.image, ""))
+
+
+def hosts_path(paths: Paths, project: str) -> Path:
+    return paths.user_state / "pods" / f"{project}.hosts"
+
+
+TUN = "/dev/net/tun"
+
+
+def tun_usable() -> bool:
+    """Can this user open ``/dev/net/tun``?  pasta and slirp4netns need it (a root-only 0600 node
+    on some machines)."""
+    try:
+        os.close(os.open(TUN, os.O_RDWR))
+    except OSError:
+        return False
+    return True
+
+
+def prepare(paths: Paths, stack: Stack, uid: int, gid: int, image_users: Mapping[str, str],
+            networks: tuple[str, ...] = ()) -> Pod:
+    """Write the stack's hosts file (0644: every container user reads it; its directory is yours, 0700)."""
+    hosts = hosts_path(paths, stack.project)
+    private_dir(hosts.parent)
+    text = spec.hosts_file(stack).encode()
+    try:
+        current = hosts.read_bytes()
+    except OSError:
+        current = None
+    if current != text:
+        write_atomic(hosts, text, mode=0o644)
+    return Pod(hosts, uid, gid, spec.pod_network(networks, tun_usable()), dict(image_users))
+
+
+def pods(client: docker.DockerClient, project: str) -> frozenset[str]:
+    """The project's pods (what a network is on Docker)."""
+    raw = libpod.request(client, "GET", "/pods/json", params={"filters": json.dumps({"label": [f"{spec.LABEL_POD}={project}"]})})
+    return frozenset(p["Name"] for p in raw or ())
+
+
+def create_pod(client: docker.DockerClient, stack: Stack, name: str, pod: Pod | None) -> str:
+    network = pod.network if pod is not None else spec.NETWORK_NONE
+    libpod.request(client, "POST", "/pods/create", json=spec.pod_spec(stack, name, network))
+    if network == spec.NETWORK_NONE:
+        return "network: none (no usable pasta or slirp4netns: services reach each other, not the internet)"
+    return f"network: {network}"
+
+
+def remove_pod(client: docker.DockerClient, name: str) -> None:
+    try:
+        libpod.request(client, "DELETE", f"/pods/{name}", params={"force": "true"})
+    except EngineError as exc:
+        if exc.kind is not EngineErrorKind.NOT_FOUND:
+            raise EngineError(f"cannot remove pod {name}: {exc.message}", kind=exc.kind, status=exc.status) from None
+
+
+def create_container(client: docker.DockerClient, pod: Pod, stack: Stack, svc: Service, config_hash: str) -> str:
+    body = spec.container_spec(stack, svc, config_hash, pod=stack.network, hosts=str(pod.hosts), user=pod.user_of(svc))
+    created: dict[str, Any] = libpod.request(client, "POST", "/containers/create", json=body)
+    return str(created["Id"])
+
+
+def wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, target: str, waiter: str,
+             reached: Any) -> None:
+    """Poll until ``dep`` is reached.  Rootless Podman runs healthchecks from systemd timers, which a
+    machine without a user systemd lacks: devbox runs each check itself at the service's interval
+    (``/libpod/containers/ID/healthcheck``, which records the result as Podman's own timer would)."""
+    svc = stack.service(dep.service)
+    h = svc.healthcheck
+    limit = 120.0 if h is None else h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 10
+    deadline = time.monotonic() + limit
+    next_check = 0.0
+    while True:
+        state = call(lambda: client.api.inspect_container(target))["State"]
+        if reached(state):
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s",
+                              hint=f"see devbox logs {dep.service}")
+        if h is not None and dep.condition == "healthy" and state.get("Status") == "running" and now >= next_check:
+            next_check = now + h.interval_s
+            try:
+                libpod.request(client, "GET", f"/containers/{target}/healthcheck")
+            except EngineError as exc:
+                if exc.kind is not EngineErrorKind.CONFLICT:  # 409: not running (yet), looked at again
+                    raise
+            continue
+        time.sleep(POLL_S)
+
+
+def image_user(client: docker.DockerClient, ref: str) -> str:
+    raw = call(lambda: client.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+    return str((raw.get("Config") or {}).get("User") or "")
+
+
+def note_first_start(images: list[str]) -> None:
+    if images:
+        console.info("Podman copies and chowns an image's layers for keep-id the first time a container of it "
+                     f"starts (seconds per image): {', '.join(images)}")
