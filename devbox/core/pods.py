@@ -57,8 +57,8 @@ def refusal(stack: Stack) -> tuple[str, str] | None:
     """Why ``stack`` cannot run as a pod without a network of its own (message, fix), or ``None``."""
     for svc in stack.services:
         if svc.ports:
-            return (f"service {svc.name} publishes ports ({', '.join(str(p) for p in svc.ports)}), and devbox runs "
-                    "a Podman stack as a pod without a network, which publishes none",
+            return (f"service {svc.name} publishes ports ({', '.join(str(p) for p in svc.ports)}); devbox runs a "
+                    "Podman stack as one pod and does not publish a pod's ports yet",
                     f"remove ports from services.{svc.name} (services reach each other by name inside the pod), "
                     "or run this profile on Docker")
         for key, value in (("network_mode", svc.network_mode), ("pid_mode", svc.pid_mode), ("userns_mode", svc.userns_mode)):

@@ -4,8 +4,9 @@ The account is made inside the sandbox (``useradd``), with a subordinate range
 and *no* ``NAME:UID:1`` line (rootless Podman refuses one).  Its home, runtime
 dir and storage live under ``/run/devbox-test/podman-NAME``.  What this machine
 needs (ENVIRONMENT.md): runc with the cgroupfs manager (crun refuses cgroups v1
-hybrid), no slirp4netns (``/dev/net/tun`` is root's), so containers default to
-``--network=none``.  A user's machine with cgroups v2 keeps Podman's defaults.
+hybrid); ``/dev/net/tun`` is root's, so plain containers default to ``--network=none``
+and :func:`open_tun` gives the sandbox a node the account can open, for devbox's
+pods (slirp4netns).  A user's machine with cgroups v2 keeps Podman's defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from .daemon import RUN, SESSION
 from .images import tarball
@@ -33,6 +35,23 @@ STORAGE_CONF = """\
 [storage]
 driver = "overlay"
 """
+
+
+def open_tun(sb: EtcSandbox) -> None:
+    """Inside the sandbox only: a ``/dev/net/tun`` the test account can open (slirp4netns needs one;
+    this machine's is 0600 root).  A fresh 0666 node for the same device, bind-mounted over it in the
+    sandbox's mount namespace: the machine's own node does not change.  Done before Podman starts,
+    whose rootless mount namespace is a copy taken then."""
+    tun = RUN / f"tun-{sb.pid}"
+    script = """
+    [ -c /dev/net/tun ] || exit 0                     # no tun device at all: pods get no network
+    [ "$(stat -c %a /dev/net/tun)" = 666 ] && exit 0  # done already in this sandbox
+    mkdir -p "$1"
+    mountpoint -q "$1" || mount -t tmpfs -o mode=0755,size=16k tmpfs "$1"
+    [ -e "$1/tun" ] || mknod -m 0666 "$1/tun" c 10 200
+    mount --bind "$1/tun" /dev/net/tun
+    """
+    sb.run(["sh", "-euc", script, "sh", str(tun)], check=True)
 
 
 class RootlessPodman:
@@ -83,12 +102,17 @@ class RootlessPodman:
     def podman(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self.run("podman", *args, check=check, timeout=timeout)
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, network: bool = True, nice: int = 0) -> None:
+        """Serve the account's socket.  ``network``: pods get slirp4netns (a tun node the account can
+        open, in the sandbox); without it they have no network beyond their own namespace.  ``nice``:
+        the service, and so every build and container it runs, yields the CPU by that much."""
+        if network and shutil.which("slirp4netns"):
+            open_tun(self.sb)
         (self.xdg / "podman").mkdir(exist_ok=True)
         os.chown(self.xdg / "podman", self.uid, self.uid)
         with open(self.log, "ab") as log:
             self.service = subprocess.Popen(
-                self.argv(["podman", "system", "service", "--time=0", self.host]),
+                self.argv(["nice", "-n", str(nice), "podman", "system", "service", "--time=0", self.host]),
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -117,12 +141,17 @@ class RootlessPodman:
             ref = f"debian:{release}-slim"
             if self.podman("image", "exists", ref, check=False).returncode == 0:
                 continue
-            src = tarball(release)
-            readable = self.base / src.name
-            shutil.copyfile(src, readable)
-            readable.chmod(0o644)
+            readable = self.readable_tarball(release)
             self.podman("import", str(readable), f"docker.io/library/{ref}")
             readable.unlink()
+
+    def readable_tarball(self, release: str) -> Path:
+        """The base image tarball of ``release``, copied where the account can read it."""
+        src = tarball(release)
+        readable = self.base / src.name
+        shutil.copyfile(src, readable)
+        readable.chmod(0o644)
+        return readable
 
     def destroy(self) -> None:
         self.stop()

@@ -43,7 +43,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # the rest of the suite instead of adding to it.
     late = [i for i in items if PREBUILD_FIXTURE in getattr(i, "fixturenames", ())]
     _prebuild_wanted = bool(late)
-    items[:] = [i for i in items if i not in late] + late
+    # Likewise the Podman stack's images, built in the background by its own rootless account.
+    global _podman_prebuild_wanted
+    podman_late = [i for i in items if PODMAN_PREBUILD_FIXTURE in getattr(i, "fixturenames", ())]
+    _podman_prebuild_wanted = bool(podman_late)
+    items[:] = [i for i in items if i not in late and i not in podman_late] + podman_late + late
 
 
 class Prebuild:
@@ -100,6 +104,77 @@ def prebuilt_images(_prebuild: Prebuild | None) -> Prebuild:
     assert _prebuild is not None
     _prebuild.wait()
     return _prebuild
+
+
+PODMAN_PREBUILD_FIXTURE = "podman_prebuilt"
+_podman_prebuild_wanted = False
+PODMAN_USER = "devbox-podstack"
+PODMAN_FIRST = 500000
+# the profiles the Podman stack test runs (`devbox build` of each: all of the first, the runtime of the second)
+PODMAN_PREBUILT = ("python", "python-3.13 runtime")
+
+
+class PodmanPrebuild:
+    """A rootless Podman account of its own (sandbox, storage, service at nice 19) that imports the base
+    images and runs ``devbox build`` of PODMAN_PREBUILT in the background from the session's start."""
+
+    def __init__(self) -> None:
+        from harness.ids import free_id
+        from harness.podman import RootlessPodman
+
+        self.sb = EtcSandbox("podstack")
+        self.podman = RootlessPodman(self.sb, PODMAN_USER, free_id(1760), PODMAN_FIRST)
+        self.podman.start(nice=19)
+        self.log = self.podman.base / "prebuild.log"
+        project = self.podman.home / "prebuild"
+        project.mkdir()
+        (project / "devbox.toml").write_text('name = "prebuild"\n')
+        tars = [self.podman.readable_tarball(r) for r in ("bookworm", "trixie")]
+        subprocess.run(["chown", "-R", f"{self.podman.uid}:{self.podman.uid}", str(project)], check=True)
+        steps = [f"podman import {t} docker.io/library/debian:{t.stem}-slim" for t in tars]  # removed with the account
+        steps += [f"{sys.executable} -m devbox build --profile {p}" for p in PODMAN_PREBUILT]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.podman.argv(["env", f"DOCKER_HOST={self.podman.host}", "COLUMNS=200",
+                                  f"DEVBOX_STATE_DIR={self.podman.home}/.local/state/devbox",
+                                  "nice", "-n", "19", "sh", "-c", f"cd {project} && " + " && ".join(steps)]),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.done = False
+
+    def wait(self, timeout: float = 1200) -> None:
+        if not self.done:
+            rc = self.proc.wait(timeout=timeout)
+            assert rc == 0, f"the Podman stack's devbox build failed ({rc}):\n{self.log.read_text()[-3000:]}"
+            self.done = True
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self.podman.destroy()
+        self.sb.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _podman_prebuild() -> Iterator[PodmanPrebuild | None]:
+    if not _podman_prebuild_wanted or shutil.which("podman") is None:
+        yield None
+        return
+    _require_sandbox()
+    pre = PodmanPrebuild()
+    try:
+        yield pre
+    finally:
+        pre.close()
+
+
+@pytest.fixture(scope="session")
+def podman_prebuilt(_podman_prebuild: PodmanPrebuild | None) -> PodmanPrebuild:
+    """A rootless Podman account whose images for PODMAN_PREBUILT are built (since the session began)."""
+    if _podman_prebuild is None:
+        pytest.fail("podman is not installed (tests/run installs podman and uidmap)", pytrace=False)
+    _podman_prebuild.wait()
+    return _podman_prebuild
 
 
 def _require_sandbox() -> None:

@@ -4,9 +4,11 @@ the own-line trap Docker's remap sets for Podman, and doctor — against a real 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 from harness.ids import free_id
 from harness.podman import RootlessPodman
 from harness.sandbox import EtcSandbox
+
+from .conftest import PODMAN_FIRST, PodmanPrebuild
 
 NAME = "devbox-podder"
 FIRST = 400000
@@ -146,9 +150,117 @@ def test_doctor_names_the_engine_and_the_strategy_and_skips_dockerd(podman: Root
     assert found["engine.kind"]["fix"] == 'use strategy = "auto" (keep-id on this engine)'
     assert found["probe.file-owner"]["status"] == "skip"
 
-    # up says what it cannot do yet, in one line, and starts nothing
-    (proj / "devbox.toml").write_text('name = "proj"\n')
+    # a profile that publishes ports is refused in one line, before anything is built or started
+    (proj / "devbox.toml").write_text('name = "proj"\nprofile = "ide-python"\n')
     r = _devbox(p, "up", "-d", cwd=str(proj))
     assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.startswith("devbox: error: devbox up does not run on Podman yet (Podman 4.3.1 (API 1.41), rootless")
-    assert p.podman("ps", "-aq").stdout == ""
+    assert r.stderr.startswith("devbox: error: devbox.toml: profile ide-python: service ide publishes ports "
+                               "(127.0.0.1:8888->8888/tcp); devbox runs a Podman stack as one pod"), r.stderr
+    assert p.podman("ps", "-aq").stdout == "" and p.podman("pod", "ls", "-q").stdout == ""
+
+
+def _owners(root: Path) -> set[int]:
+    found = {root.stat().st_uid}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            found.add(os.lstat(os.path.join(d, n)).st_uid)
+    return found
+
+
+def _containers(p: RootlessPodman) -> dict[str, str]:
+    out = p.podman("ps", "-a", "--format", "{{.Names}} {{.ID}}").stdout.split()
+    return dict(zip(out[::2], out[1::2], strict=True))
+
+
+def test_up_switch_leaks_doctor_and_down_on_rootless_podman(podman_prebuilt: PodmanPrebuild) -> None:
+    """The issue's "done": as an ordinary user on rootless Podman, ``init`` and ``up -d`` run the default
+    profile as a keep-id pod; what the editor and the runtime write is yours; ``switch`` keeps the
+    editor, the database and its rows; doctor is green; ``leaks --fix`` gives a root-made file back.
+    Its images were built by ``devbox build`` through the same Podman since the session began."""
+    p = podman_prebuilt.podman
+    built = podman_prebuilt.log.read_text()
+    assert "step 1/" in built and "image devbox/postgres:" in built, built[-2000:]  # Podman's "STEP 1/8:" lines
+    proj = p.home / "proj"
+    proj.mkdir()
+    os.chown(proj, p.uid, p.uid)
+    r = _devbox(p, "init", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    r = _devbox(p, "up", "-d", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    network = "slirp4netns" if shutil.which("slirp4netns") else "none"
+    out = r.stdout + r.stderr
+    assert f"pod devbox-proj: created (keep-id; network: {network}" in out, out
+    assert "service db: created and started" in out and "service runtime: created and started" in out
+
+    # the editor (vim) and the runtime write files in /work: yours, and they run as you
+    r = _devbox(p, "exec", "editor", "--", "vim", "-es", "-c", "call writefile(['from vim'], '/work/notes.txt')", "-c", "qa!",
+                cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (proj / "notes.txt").read_text() == "from vim\n"
+    assert (proj / "notes.txt").stat().st_uid == p.uid and (proj / "notes.txt").stat().st_gid == p.uid
+    r = _devbox(p, "exec", "runtime", "--", "sh", "-c",
+                'id -u; psql -qc "create table kept (x int); insert into kept values (42)" && mkdir -p /work/out '
+                "&& echo hi > /work/out/made-by-runtime", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split()[0] == str(p.uid)  # the service runs as you (keep-id), reaches db by name
+    if network != "none":  # the pod reaches the package index (the host's CA is mounted)
+        r = _devbox(p, "exec", "runtime", "--", "sh", "-c",
+                    "python3 -m venv /work/.venv && /work/.venv/bin/pip install -q six && /work/.venv/bin/python -c 'import six'",
+                    cwd=str(proj))
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert _owners(proj) == {p.uid}
+    # the database runs as its image wants (root, then postgres), in your subordinate range, not as you
+    db_uid = p.podman("exec", "devbox-proj-db", "stat", "-c", "%u", "/var/lib/postgresql/data/PG_VERSION").stdout.strip()
+    assert db_uid.isdigit() and db_uid not in ("0", str(p.uid)), db_uid
+
+    r = _devbox(p, "ps", "--json", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    ps = json.loads(r.stdout)
+    assert ps["engine"]["kind"] == "podman-rootless" and ps["engine"]["strategy"] == "keep-id"
+    rows = {s["service"]: s for s in ps["services"]}
+    assert set(rows) == {"editor", "runtime", "db"}  # not the pod's infra container
+    assert all(s["state"] == "running" and s["userns_mode"] == "keep-id (pod)" for s in rows.values()), rows
+
+    r = _devbox(p, "up", "-d", cwd=str(proj))
+    assert r.returncode == 0 and "up to date, nothing to do" in r.stderr, r.stdout + r.stderr
+
+    # switch: only the runtime is new; the editor and the database (and its rows) stay
+    before = _containers(p)
+    r = _devbox(p, "switch", "python-3.13", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = _containers(p)
+    assert after["devbox-proj-editor"] == before["devbox-proj-editor"] and after["devbox-proj-db"] == before["devbox-proj-db"]
+    assert after["devbox-proj-runtime"] != before["devbox-proj-runtime"]
+    r = _devbox(p, "exec", "runtime", "--", "sh", "-c", 'python3 --version; psql -tAc "select x from kept"', cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("Python 3.13.") and r.stdout.splitlines()[-1] == "42", r.stdout
+
+    # a file made by container root lands in your subordinate range: the watcher flags it, --fix gives it back
+    p.podman("exec", "-u", "0", "devbox-proj-runtime", "sh", "-c", "mkdir /work/build && touch /work/build/by-root")
+    assert (proj / "build" / "by-root").stat().st_uid == PODMAN_FIRST
+    deadline = time.monotonic() + 30
+    leaks: list[dict[str, object]] = []
+    while time.monotonic() < deadline and len(leaks) < 2:
+        leaks = json.loads(_devbox(p, "leaks", "--json", cwd=str(proj)).stdout)["leaks"]
+        time.sleep(0.5)
+    assert {str(leak["path"]) for leak in leaks} == {str(proj / "build"), str(proj / "build" / "by-root")}, leaks
+    assert all(leak["container_uid"] == 0 for leak in leaks), leaks  # attributed through keep-id's map
+    r = _devbox(p, "leaks", "--fix", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _owners(proj) == {p.uid}
+
+    r = _devbox(p, "doctor", "--json", cwd=str(proj))
+    report = json.loads(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    found = {f["id"]: f for f in report["findings"]}
+    assert "engine kind: podman-rootless" in found["engine.kind"]["evidence"]
+    bad = {i: f for i, f in found.items() if f["status"] in ("fail", "warn")}
+    assert bad == {} if network != "none" else set(bad) <= {"network.tls"}, bad
+    assert found["project.leaks"]["status"] == "ok" and found["watcher.running"]["status"] == "ok"
+
+    r = _devbox(p, "down", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pod devbox-proj: removed" in r.stderr, r.stderr
+    assert p.podman("ps", "-aq").stdout == "" and p.podman("pod", "ls", "-q").stdout == ""
+    assert "devbox-proj-pgdata-15" in p.podman("volume", "ls", "--format", "{{.Name}}").stdout  # the rows' volume stays
