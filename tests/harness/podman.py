@@ -153,9 +153,15 @@ class RootlessPodman:
         readable.chmod(0o644)
         return readable
 
-    def destroy(self) -> None:
+    def destroy(self, background: bool = False) -> None:
+        """Stop everything of the account and remove its files (``background``: by a detached ``rm``, for
+        a session's end: a storage with built images takes seconds to remove)."""
         self.stop()
         # the pause process and any conmon of this account
         subprocess.run(["pkill", "-9", "-u", str(self.uid)], capture_output=True)
         # storage holds files of subordinate ids: remove as root
-        shutil.rmtree(self.base, ignore_errors=True)
+        if background:
+            subprocess.Popen(["rm", "-rf", "--one-file-system", str(self.base)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)

@@ -151,7 +151,7 @@ class PodmanPrebuild:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, 9)
             self.proc.wait()
-        self.podman.destroy()
+        self.podman.destroy(background=True)
         self.sb.close()
 
 

@@ -1,0 +1,94 @@
+"""The keep-id pod a stack becomes on rootless Podman (devbox.core.pods): pure, no engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from devbox.core.model import LABEL_PROJECT, LABEL_SERVICE, Healthcheck, Mount, Port, Service, Stack
+from devbox.core.pods import (
+    HOME,
+    LABEL_POD,
+    container_spec,
+    hosts_file,
+    pod_network,
+    pod_spec,
+    refusal,
+    run_as,
+    writes_your_files,
+)
+from devbox.stack.executor import _STEP_RE
+
+WORK = Mount("bind", "/home/me/app", "/work")
+EDITOR = Service(name="editor", image="devbox/editor:1", interactive=True, command=("vim", "."), working_dir="/work",
+                 mounts=(WORK,))
+DB = Service(name="db", image="devbox/postgres:15", mounts=(Mount("volume", "devbox-app-pgdata", "/var/lib/postgresql/data"),),
+             healthcheck=Healthcheck(("CMD", "pg_isready"), interval_s=1, timeout_s=5, retries=60))
+STACK = Stack(project="app", profile="python", services=(EDITOR, DB))
+
+
+def test_who_writes_your_files_runs_as_you_and_the_rest_as_their_image_wants() -> None:
+    assert writes_your_files(EDITOR) and not writes_your_files(DB)
+    assert run_as(EDITOR, 1000, 1001) == "1000:1001"
+    assert run_as(DB, 1000, 1001) == "0:0"  # no USER in the image: root, whose entrypoint drops to postgres
+    assert run_as(DB, 1000, 1001, image_user="postgres") == "postgres"
+    assert run_as(Service(name="x", image="i", user="node", mounts=(WORK,)), 1000, 1000) == "node"  # its own wins
+    read_only = Service(name="docs", image="i", mounts=(Mount("bind", "/home/me/app", "/work", read_only=True),))
+    assert not writes_your_files(read_only) and run_as(read_only, 1000, 1000) == "0:0"
+
+
+def test_every_service_is_localhost_in_the_hosts_file() -> None:
+    text = hosts_file(STACK)
+    assert text.splitlines()[0] == "127.0.0.1\tlocalhost editor db"
+    assert "::1\tlocalhost" in text
+
+
+def test_the_pod_takes_the_best_user_mode_network_that_can_open_tun() -> None:
+    assert pod_network(("pasta", "slirp4netns"), True) == "pasta"
+    assert pod_network(("slirp4netns",), True) == "slirp4netns"
+    assert pod_network(("pasta", "slirp4netns"), False) == "none"  # /dev/net/tun is root's
+    assert pod_network((), True) == "none"
+
+
+def test_the_pod_is_keep_id_and_labelled_apart_from_the_containers() -> None:
+    spec = pod_spec(STACK, "devbox-app", "slirp4netns")
+    assert spec["userns"] == {"nsmode": "keep-id"} and spec["netns"] == {"nsmode": "slirp4netns"}
+    # not devbox.project: the infra container inherits the pod's labels and would be an orphan service
+    assert spec["labels"] == {LABEL_POD: "app"} and LABEL_PROJECT not in spec["labels"]
+
+
+def test_container_specs_carry_labels_mounts_volumes_health_and_home() -> None:
+    ed = container_spec(STACK, EDITOR, "h1", pod="devbox-app", hosts="/state/app.hosts", user="1000:1000")
+    assert ed["name"] == "devbox-app-editor" and ed["pod"] == "devbox-app" and ed["image"] == "devbox/editor:1"
+    assert ed["labels"][LABEL_PROJECT] == "app" and ed["labels"][LABEL_SERVICE] == "editor"
+    assert ed["terminal"] is True and ed["stdin"] is True and ed["init"] is True
+    assert ed["command"] == ["vim", "."] and ed["work_dir"] == "/work" and "entrypoint" not in ed
+    assert ed["mounts"] == [
+        {"destination": "/etc/hosts", "source": "/state/app.hosts", "type": "bind", "options": ["ro"]},
+        {"destination": "/work", "source": "/home/me/app", "type": "bind", "options": ["rbind", "rw"]},
+    ]
+    assert ed["env"]["HOME"] == HOME  # keep-id's passwd entry would make it /work
+    db = container_spec(STACK, DB, "h2", pod="devbox-app", hosts="/state/app.hosts", user="0:0")
+    assert "HOME" not in db["env"] and db["user"] == "0:0"
+    assert db["volumes"] == [{"Name": "devbox-app-pgdata", "Dest": "/var/lib/postgresql/data", "Options": []}]
+    assert db["healthconfig"] == {"Test": ["CMD", "pg_isready"], "Interval": 1_000_000_000, "Timeout": 5_000_000_000,
+                                  "Retries": 60, "StartPeriod": 0}
+    own_home = Service(name="x", image="i", env=(("HOME", "/home/dev"),))
+    assert container_spec(STACK, own_home, "h", pod="p", hosts="/h", user="1000:1000")["env"]["HOME"] == "/home/dev"
+
+
+@pytest.mark.parametrize(("svc", "words"), [
+    (Service(name="ide", image="i", ports=(Port(8888, 8888),)), "service ide publishes ports"),
+    (Service(name="x", image="i", network_mode="host"), 'service x sets network_mode = "host"'),
+    (Service(name="x", image="i", pid_mode="host"), 'service x sets pid_mode = "host"'),
+])
+def test_what_a_pod_cannot_run_is_refused_with_the_service_named(svc: Service, words: str) -> None:
+    found = refusal(Stack(project="app", profile="p", services=(EDITOR, svc)))
+    assert found is not None and found[0].startswith(words) and "services." in found[1]
+    assert refusal(STACK) is None
+
+
+def test_build_steps_are_read_from_docker_and_from_podman() -> None:
+    for line, want in (("Step 3/8 : RUN apt-get update", ("3", "8", "RUN apt-get update")),
+                       ("STEP 3/8: RUN apt-get update", ("3", "8", "RUN apt-get update"))):
+        m = _STEP_RE.match(line)
+        assert m is not None and m.groups() == want
