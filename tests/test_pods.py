@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from devbox.core.model import LABEL_PROJECT, LABEL_SERVICE, Healthcheck, Mount, Port, Service, Stack
 from devbox.core.pods import (
     HOME,
     LABEL_POD,
+    LABEL_POD_CONFIG,
     container_spec,
     hosts_file,
+    pod_config,
     pod_network,
+    pod_ports,
     pod_spec,
     refusal,
     run_as,
@@ -53,7 +58,7 @@ def test_the_pod_is_keep_id_and_labelled_apart_from_the_containers() -> None:
     spec = pod_spec(STACK, "devbox-app", "slirp4netns")
     assert spec["userns"] == {"nsmode": "keep-id"} and spec["netns"] == {"nsmode": "slirp4netns"}
     # not devbox.project: the infra container inherits the pod's labels and would be an orphan service
-    assert spec["labels"] == {LABEL_POD: "app"} and LABEL_PROJECT not in spec["labels"]
+    assert set(spec["labels"]) == {LABEL_POD, LABEL_POD_CONFIG} and spec["labels"][LABEL_POD] == "app"
 
 
 def test_container_specs_carry_labels_mounts_volumes_health_and_home() -> None:
@@ -76,15 +81,62 @@ def test_container_specs_carry_labels_mounts_volumes_health_and_home() -> None:
     assert container_spec(STACK, own_home, "h", pod="p", hosts="/h", user="1000:1000")["env"]["HOME"] == "/home/dev"
 
 
-@pytest.mark.parametrize(("svc", "words"), [
-    (Service(name="ide", image="i", ports=(Port(8888, 8888),)), "service ide publishes ports"),
-    (Service(name="x", image="i", network_mode="host"), 'service x sets network_mode = "host"'),
-    (Service(name="x", image="i", pid_mode="host"), 'service x sets pid_mode = "host"'),
+@pytest.mark.parametrize(("svc", "network", "words"), [
+    (Service(name="ide", image="i", ports=(Port(8888, 8888),)), "none", "service ide publishes ports"),
+    (Service(name="x", image="i", network_mode="host"), "slirp4netns", 'service x sets network_mode = "host"'),
+    (Service(name="x", image="i", pid_mode="host"), "pasta", 'service x sets pid_mode = "host"'),
+    (Service(name="web", image="i", ports=(Port(5432, 0),)), "slirp4netns", "services db and web both publish container port 5432"),
 ])
-def test_what_a_pod_cannot_run_is_refused_with_the_service_named(svc: Service, words: str) -> None:
-    found = refusal(Stack(project="app", profile="p", services=(EDITOR, svc)))
-    assert found is not None and found[0].startswith(words) and "services." in found[1]
-    assert refusal(STACK) is None
+def test_what_a_pod_cannot_run_is_refused_with_the_service_named(svc: Service, network: str, words: str) -> None:
+    db = Service(name="db", image="i", ports=(Port(5432, 0),) if network != "none" else ())
+    found = refusal(Stack(project="app", profile="p", services=(EDITOR, db, svc)), network)
+    assert found is not None and found[0].startswith(words) and "services." in found[1], found
+    assert refusal(STACK, "none") is None
+    assert refusal(Stack(project="app", profile="p", services=(EDITOR, db)), network if network != "none" else "pasta") is None
+
+
+def test_the_pod_publishes_every_port_and_says_what_it_was_made_with() -> None:
+    web = Service(name="web", image="i", ports=(Port(8080, 0), Port(9000, 9001, "0.0.0.0", "udp")))
+    stack = Stack(project="app", profile="p", services=(EDITOR, web))
+    spec = pod_spec(stack, "devbox-app", "pasta")
+    assert spec["portmappings"] == [
+        {"host_ip": "127.0.0.1", "host_port": 0, "container_port": 8080, "protocol": "tcp"},  # 0: Podman picks
+        {"host_ip": "0.0.0.0", "host_port": 9001, "container_port": 9000, "protocol": "udp"},
+    ]
+    assert spec["labels"][LABEL_POD_CONFIG] == pod_config("pasta", pod_ports(stack))
+    # the label changes with the ports or the network (then the pod is made again), not otherwise
+    assert pod_config("pasta", pod_ports(stack)) == pod_config("pasta", pod_ports(Stack("app", "q", (web, EDITOR))))
+    assert pod_config("pasta", pod_ports(stack)) != pod_config("slirp4netns", pod_ports(stack))
+    assert pod_config("pasta", pod_ports(stack)) != pod_config("pasta", pod_ports(STACK))
+    assert "portmappings" not in pod_spec(STACK, "devbox-app")
+
+
+def test_volumes_of_services_that_run_as_you_are_chowned_to_you() -> None:
+    ide = Service(name="ide", image="i", mounts=(WORK, Mount("volume", "devbox-app-code-server", "/root/.local/share/code-server")))
+    spec = container_spec(STACK, ide, "h", pod="p", hosts="/h", user="1000:1000")
+    assert spec["volumes"] == [{"Name": "devbox-app-code-server", "Dest": "/root/.local/share/code-server", "Options": ["U"]}]
+    assert container_spec(STACK, DB, "h", pod="p", hosts="/h", user="0:0")["volumes"][0]["Options"] == []
+
+
+def test_a_slow_first_start_is_said_while_it_happens(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from devbox.stack import pods
+
+    class Api:
+        def start(self, cid: str) -> None:
+            time.sleep(0.3)
+
+    class Client:
+        api = Api()
+
+    monkeypatch.setattr(pods, "SLOW_START_S", 0.05)
+    seconds = pods.start(Client(), EDITOR, "c1")  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert seconds >= 0.3
+    assert "service editor: starting; Podman prepares devbox/editor:1 for keep-id on its first start" in err
+    assert "service editor: started in 0." in err
+    monkeypatch.setattr(pods, "SLOW_START_S", 5)
+    pods.start(Client(), EDITOR, "c1")  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ""  # a quick start says nothing
 
 
 def test_build_steps_are_read_from_docker_and_from_podman() -> None:

@@ -10,6 +10,8 @@ Why a pod (checked on rootless Podman 4.3, README "Podman"):
 - ``--userns=keep-id`` is the pod's (Podman refuses ``--userns`` on a container in a
   pod), so every container of the stack shares one user namespace: your uid is your
   uid inside, container root and other users are in your subordinate range.
+- A pod's network and published ports are fixed when it is made: when they change, devbox
+  makes the pod again, with its containers (volumes stay).
 - Services that write your files (a writable bind mount: the editor, the runtime, the
   IDE) run as you; the others (the database) as their image's user, or root when the
   image names none (its entrypoint drops privileges itself), so their files stay in
@@ -20,14 +22,17 @@ The specs are libpod's SpecGenerator and PodSpecGenerator JSON.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from devbox.core.model import Service, Stack
+from devbox.core.model import Port, Service, Stack
 
 # The pod's label.  Not devbox.project: a pod's infra container inherits the pod's labels, and
 # would then be listed as one of the project's containers (an orphan to remove).
 LABEL_POD = "devbox.pod"
+LABEL_POD_CONFIG = "devbox.pod-config"  # pod_config(): the network and ports the pod was made with
 HOME = "/tmp"  # keep-id's passwd entry makes HOME the working dir (/work): vim and pip would write there
 NETWORK_NONE = "none"
 
@@ -53,19 +58,38 @@ def hosts_file(stack: Stack) -> str:
     return f"127.0.0.1\tlocalhost {names}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-def refusal(stack: Stack) -> tuple[str, str] | None:
-    """Why ``stack`` cannot run as a pod without a network of its own (message, fix), or ``None``."""
+def pod_ports(stack: Stack) -> tuple[Port, ...]:
+    """Every port the stack's services publish: the pod publishes them (its containers cannot)."""
+    return tuple(sorted({p for s in stack.services for p in s.ports}, key=lambda p: (p.container_port, p.protocol, p.host_ip)))
+
+
+def refusal(stack: Stack, network: str) -> tuple[str, str] | None:
+    """Why ``stack`` cannot run as a pod on ``network`` (message, fix), or ``None``."""
+    seen: dict[tuple[int, str], str] = {}
     for svc in stack.services:
-        if svc.ports:
-            return (f"service {svc.name} publishes ports ({', '.join(str(p) for p in svc.ports)}); devbox runs a "
-                    "Podman stack as one pod and does not publish a pod's ports yet",
-                    f"remove ports from services.{svc.name} (services reach each other by name inside the pod), "
-                    "or run this profile on Docker")
+        if svc.ports and network == NETWORK_NONE:
+            return (f"service {svc.name} publishes ports ({', '.join(str(p) for p in svc.ports)}), and the pod has no "
+                    "network to publish them on: Podman has no usable pasta or slirp4netns here",
+                    "install passt (pasta) or slirp4netns and make /dev/net/tun usable for you, or remove ports from "
+                    f"services.{svc.name}")
+        for p in svc.ports:
+            other = seen.setdefault((p.container_port, p.protocol), svc.name)
+            if other != svc.name:
+                return (f"services {other} and {svc.name} both publish container port {p.container_port}/{p.protocol}; "
+                        "in a Podman pod they share one network namespace, so only one can listen on it",
+                        f"give services.{svc.name} another port, or run this profile on Docker")
         for key, value in (("network_mode", svc.network_mode), ("pid_mode", svc.pid_mode), ("userns_mode", svc.userns_mode)):
             if value is not None:
                 return (f"service {svc.name} sets {key} = \"{value}\", which a container in a Podman pod cannot",
                         f"remove {key} from services.{svc.name}, or run this profile on Docker")
     return None
+
+
+def pod_config(network: str, ports: tuple[Port, ...]) -> str:
+    """What is fixed when a pod is made (its network, its published ports), as a label value: a pod
+    whose label differs is made again, with its containers."""
+    text = json.dumps([network, [str(p) for p in ports]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def pod_network(available: tuple[str, ...], tun_usable: bool) -> str:
@@ -80,9 +104,16 @@ def pod_network(available: tuple[str, ...], tun_usable: bool) -> str:
 
 
 def pod_spec(stack: Stack, name: str, network: str = NETWORK_NONE) -> dict[str, Any]:
-    """``POST /libpod/pods/create``: one user namespace (keep-id) and one network namespace for the stack."""
-    return {"name": name, "labels": {LABEL_POD: stack.project}, "hostname": stack.project[:63] or "devbox",
-            "userns": {"nsmode": "keep-id"}, "netns": {"nsmode": network}}
+    """``POST /libpod/pods/create``: one user namespace (keep-id) and one network namespace for the
+    stack, publishing its services' ports (host port 0: Podman picks a free one)."""
+    ports = pod_ports(stack)
+    spec: dict[str, Any] = {
+        "name": name, "labels": {LABEL_POD: stack.project, LABEL_POD_CONFIG: pod_config(network, ports)},
+        "hostname": stack.project[:63] or "devbox", "userns": {"nsmode": "keep-id"}, "netns": {"nsmode": network}}
+    if ports:
+        spec["portmappings"] = [{"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port,
+                                 "protocol": p.protocol} for p in ports]
+    return spec
 
 
 def _nanoseconds(seconds: float) -> int:
@@ -115,9 +146,13 @@ def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, ho
         spec["entrypoint"] = list(svc.entrypoint)
     if svc.working_dir is not None:
         spec["work_dir"] = svc.working_dir
+    as_root = user.split(":", 1)[0] in ("0", "root")
     for m in svc.mounts:
         if m.kind == "volume":
-            spec["volumes"].append({"Name": m.source, "Dest": m.target, "Options": ["ro"] if m.read_only else []})
+            # "U": Podman chowns the volume to the service's user (a new volume is root's, and keep-id makes the
+            # IDE you: its settings volume must be yours to write)
+            options = (["ro"] if m.read_only else []) + ([] if as_root else ["U"])
+            spec["volumes"].append({"Name": m.source, "Dest": m.target, "Options": options})
         else:
             spec["mounts"].append({"destination": m.target, "source": m.source, "type": "bind",
                                    "options": ["rbind", "ro" if m.read_only else "rw"]})

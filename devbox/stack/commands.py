@@ -215,8 +215,10 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     podman = info.product == "podman"
     if podman:
         from devbox.core.pods import refusal
+        from devbox.stack import pods
 
-        refused = refusal(stack)
+        pod_network = pods.network(info.podman_networks)
+        refused = refusal(stack, pod_network)
         if refused is not None:
             raise DevboxError(f"{project.file.name}: profile {profile}: {refused[0]}", hint=refused[1])
     user = resolve_user()
@@ -240,8 +242,12 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
         # the users of services that do not write your files come from their images: images first
         executor.execute(client, reconcile(stack, observed).images_only(), network.build_args(facts), podman=True)
         observed = observe_project(client, stack.project, refs, podman=True)
+    pod = None
+    if podman and not dry_run:
+        pod = _pod(client, stack, user, paths, pod_network)
+        if pods.renew(client, stack, pod.network):
+            observed = observe_project(client, stack.project, refs, podman=True)
     plan = reconcile(views.stack, observed)
-    pod = _pod(client, stack, user, paths, info.podman_networks) if podman and not dry_run else None
     if dry_run:
         console.say(str(plan))
         for v in views.plan.views:
@@ -273,7 +279,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     return report
 
 
-def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, networks: tuple[str, ...]) -> Pod:
+def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, network: str) -> Pod:
     """The keep-id pod's hosts file and its services' users (an image's own user for those that do
     not write your files)."""
     from devbox.core.pods import writes_your_files
@@ -281,7 +287,7 @@ def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, ne
 
     images = {s.image for s in stack.services if not s.user and not writes_your_files(s)}
     return pods.prepare(paths, stack, user.uid, user.gid, {ref: pods.image_user(client, ref) for ref in sorted(images)},
-                        networks)
+                        network)
 
 
 NICE_CPU_SHARES = 2  # the smallest weight: a --nice build runs on the CPU time nothing else wants

@@ -403,11 +403,12 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: P
         from devbox.stack import pods
 
         cid = pods.create_container(client, pod, stack, op.service, op.config_hash)
+        pods.start(client, op.service, cid)
     else:
         args = create_args(client, stack, op.service, op.config_hash)
         created: dict[str, Any] = call(lambda: client.api.create_container(**args))
         cid = str(created["Id"])
-    call(lambda: client.api.start(cid))
+        call(lambda: client.api.start(cid))
     try:
         _lifecycle(client, op.service, cid, "post_create", op.service.post_create)
     except DevboxError:

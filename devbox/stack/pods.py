@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,8 +65,13 @@ def tun_usable() -> bool:
     return True
 
 
+def network(available: tuple[str, ...]) -> str:
+    """The network a pod made now gets (``available``: what the engine reports, best first)."""
+    return spec.pod_network(available, tun_usable())
+
+
 def prepare(paths: Paths, stack: Stack, uid: int, gid: int, image_users: Mapping[str, str],
-            networks: tuple[str, ...] = ()) -> Pod:
+            network: str = spec.NETWORK_NONE) -> Pod:
     """Write the stack's hosts file (0644: every container user reads it; its directory is yours, 0700)."""
     hosts = hosts_path(paths, stack.project)
     private_dir(hosts.parent)
@@ -76,13 +82,31 @@ def prepare(paths: Paths, stack: Stack, uid: int, gid: int, image_users: Mapping
         current = None
     if current != text:
         write_atomic(hosts, text, mode=0o644)
-    return Pod(hosts, uid, gid, spec.pod_network(networks, tun_usable()), dict(image_users))
+    return Pod(hosts, uid, gid, network, dict(image_users))
+
+
+def _listed(client: docker.DockerClient, project: str) -> dict[str, str]:
+    """The project's pods: name -> the config label they were made with."""
+    raw = libpod.request(client, "GET", "/pods/json", params={"filters": json.dumps({"label": [f"{spec.LABEL_POD}={project}"]})})
+    return {p["Name"]: (p.get("Labels") or {}).get(spec.LABEL_POD_CONFIG, "") for p in raw or ()}
 
 
 def pods(client: docker.DockerClient, project: str) -> frozenset[str]:
     """The project's pods (what a network is on Docker)."""
-    raw = libpod.request(client, "GET", "/pods/json", params={"filters": json.dumps({"label": [f"{spec.LABEL_POD}={project}"]})})
-    return frozenset(p["Name"] for p in raw or ())
+    return frozenset(_listed(client, project))
+
+
+def renew(client: docker.DockerClient, stack: Stack, network: str) -> bool:
+    """Remove the project's pod, with its containers, when the network or the ports it was made with
+    are not the stack's any more (both are fixed at creation).  Volumes stay.  ``True`` if removed."""
+    want = spec.pod_config(network, spec.pod_ports(stack))
+    have = _listed(client, stack.project).get(stack.network)
+    if have is None or have == want:
+        return False
+    console.info(f"pod {stack.network}: its network or published ports changed; making it again, with its containers "
+                 "(volumes stay)")
+    remove_pod(client, stack.network)
+    return True
 
 
 def create_pod(client: docker.DockerClient, stack: Stack, name: str, pod: Pod | None) -> str:
@@ -141,7 +165,22 @@ def image_user(client: docker.DockerClient, ref: str) -> str:
     return str((raw.get("Config") or {}).get("User") or "")
 
 
-def note_first_start(images: list[str]) -> None:
-    if images:
-        console.info("Podman copies and chowns an image's layers for keep-id the first time a container of it "
-                     f"starts (seconds per image): {', '.join(images)}")
+SLOW_START_S = 1.5
+
+
+def start(client: docker.DockerClient, svc: Service, cid: str) -> float:
+    """Start ``cid``, saying so when it takes long: the first keep-id start of an image makes Podman copy
+    and chown its layers (podman#11220), seconds for a big image, once.  Returns the seconds taken."""
+    started = time.monotonic()
+    timer = threading.Timer(SLOW_START_S, lambda: console.info(
+        f"service {svc.name}: starting; Podman prepares {svc.image} for keep-id on its first start (once per image) …"))
+    timer.daemon = True
+    timer.start()
+    try:
+        call(lambda: client.api.start(cid))
+    finally:
+        timer.cancel()
+    seconds = time.monotonic() - started
+    if seconds >= SLOW_START_S:
+        console.info(f"service {svc.name}: started in {seconds:.1f}s")
+    return seconds

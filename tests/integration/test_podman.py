@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def podman(etc_sandbox: EtcSandbox) -> Iterator[RootlessPodman]:
         pytest.fail("podman is not installed (tests/run installs podman and uidmap)", pytrace=False)
     p = RootlessPodman(etc_sandbox, NAME, free_id(1700), FIRST)
     try:
-        p.start()
+        p.start(network=False)  # /dev/net/tun is root's, as on this machine: a pod would get no network
         yield p
     finally:
         p.destroy()
@@ -150,12 +151,13 @@ def test_doctor_names_the_engine_and_the_strategy_and_skips_dockerd(podman: Root
     assert found["engine.kind"]["fix"] == 'use strategy = "auto" (keep-id on this engine)'
     assert found["probe.file-owner"]["status"] == "skip"
 
-    # a profile that publishes ports is refused in one line, before anything is built or started
+    # without a usable /dev/net/tun the pod has no network: a profile that publishes ports is refused in
+    # one line, before anything is built or started
     (proj / "devbox.toml").write_text('name = "proj"\nprofile = "ide-python"\n')
     r = _devbox(p, "up", "-d", cwd=str(proj))
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("devbox: error: devbox.toml: profile ide-python: service ide publishes ports "
-                               "(127.0.0.1:8888->8888/tcp); devbox runs a Podman stack as one pod"), r.stderr
+                               "(127.0.0.1:8888->8888/tcp), and the pod has no network to publish them on"), r.stderr
     assert p.podman("ps", "-aq").stdout == "" and p.podman("pod", "ls", "-q").stdout == ""
 
 
@@ -249,6 +251,33 @@ def test_up_switch_leaks_doctor_and_down_on_rootless_podman(podman_prebuilt: Pod
     r = _devbox(p, "leaks", "--fix", cwd=str(proj))
     assert r.returncode == 0, r.stdout + r.stderr
     assert _owners(proj) == {p.uid}
+
+    # a published port: the pod publishes it, so the pod is made again with its containers; the rows stay
+    with open(proj / "devbox.toml", "a") as fh:
+        fh.write('\n[services.runtime]\nports = ["127.0.0.1::8000"]\n')
+    r = _devbox(p, "up", "-d", cwd=str(proj))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pod devbox-proj: its network or published ports changed" in r.stderr, r.stderr
+    assert _containers(p)["devbox-proj-db"] != after["devbox-proj-db"]
+    r = _devbox(p, "exec", "runtime", "--", "sh", "-c",
+                'psql -tAc "select x from kept" && (python3 -m http.server -d /work 8000 >/dev/null 2>&1 &) && sleep 1',
+                cwd=str(proj))
+    assert r.returncode == 0 and r.stdout.strip() == "42", r.stdout + r.stderr
+    ports = {s["service"]: s["ports"] for s in json.loads(_devbox(p, "ps", "--json", cwd=str(proj)).stdout)["services"]}
+    (bound,) = ports["runtime"]
+    host, _, rest = bound.partition(":")
+    assert host == "127.0.0.1" and rest.endswith("->8000/tcp"), bound
+    url = f"http://127.0.0.1:{rest.split('->')[0]}/notes.txt"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                assert answer.read() == b"from vim\n"
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
     r = _devbox(p, "doctor", "--json", cwd=str(proj))
     report = json.loads(r.stdout)
