@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -115,7 +116,7 @@ def hand_sequence(p: RootlessPodman, network: str) -> tuple[list[list[str]], str
             argv.append("-t")
         if cfg.get("OpenStdin"):
             argv.append("-i")
-        for e in cfg.get("Env") or ():
+        for e in sorted(cfg.get("Env") or ()):
             if e not in image_env and e.split("=", 1)[0] not in ("HOSTNAME", "container"):
                 argv += ["-e", e]
         for m in c["Mounts"]:
@@ -204,6 +205,9 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
     b: list[float] = []
     version: list[float] = []
     info: list[float] = []
+    startup: list[float] = []
+    imports = ("import devbox.cli, devbox.stack.commands, devbox.stack.executor, devbox.stack.pods, devbox.stack.observe, "
+               "devbox.stack.reconcile, devbox.host.network, devbox.watch.process, docker")
     for _ in range(runs):
         t, r = clock(devbox("up", "-d"))
         a.append(t)
@@ -217,6 +221,7 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
             t0 = time.perf_counter()
             call()
             xs.append(time.perf_counter() - t0)
+        startup.append(clock(p.argv([sys.executable, "-c", imports]))[0])
     ma, mb = statistics.median(a), statistics.median(b)
     print(f"\nwarm up of the python profile, {runs} rounds (images built, keep-id copies made, volume initialised, no pod):")
     print(f"  devbox up -d (a process, end to end):     median {ma:.2f} s, p90 {p90(a):.2f} s   "
@@ -226,7 +231,9 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
     print(f"  ratio devbox / hand: {ma / mb:.2f}x   (target <= 1.15x)")
     print(f"  of devbox's: its engine work (\"up in\") median {statistics.median(inner):.1f} s; the rest (start-up, "
           f"engine checks, plan, watcher) {ma - statistics.median(inner):.1f} s")
-    print(f"  GET /version over the socket: {ms(version)}; GET /info: {ms(info)}")
+    print(f"  where the rest goes: python and the modules up imports (a process) {ms(startup)}; "
+          f"GET /version (connect) {ms(version)}; GET /info (the engine guard) {ms(info)}")
+    print(f"  load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:

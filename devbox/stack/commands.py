@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from devbox import console
 from devbox.config import resolve as config
 from devbox.core import network
-from devbox.core.model import Profile, Project, Stack
+from devbox.core.model import Profile, Project, Service, Stack
 from devbox.core.network import NetworkFacts
 from devbox.engine import libpod
 from devbox.engine.client import connect
@@ -290,6 +290,25 @@ def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, ne
                         network)
 
 
+def _own_ports(ports: Sequence[str], svc: Service | None) -> list[str]:
+    """On Podman every container of a pod reports the pod's ports: those its service publishes."""
+    mine = {f"{p.container_port}/{p.protocol}" for p in svc.ports} if svc is not None else set()
+    return [p for p in ports if p.rsplit("->", 1)[-1] in mine]
+
+
+def _podman_health(client: docker.DockerClient, cid: str, status: str, svc: Service | None) -> str | None:
+    """Rootless Podman runs healthchecks from systemd timers, which a machine without a user systemd
+    lacks, and its list does not show health: ``ps`` runs the check now (what ``up`` does while it waits)."""
+    if svc is None or svc.healthcheck is None or status != "running":
+        return None
+    try:
+        result = libpod.request(client, "GET", f"/containers/{cid}/healthcheck")
+    except DevboxError:
+        return None
+    value = str((result or {}).get("Status") or "") or None
+    return value
+
+
 NICE_CPU_SHARES = 2  # the smallest weight: a --nice build runs on the CPU time nothing else wants
 
 
@@ -468,14 +487,14 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
             "container": c.name,
             "id": c.id[:12],
             "state": c.status,
-            "health": c.health,
+            "health": c.health if engine.product != "podman" else _podman_health(client, c.id, c.status, svc),
             "exit_code": d.exit_code,
             "image": d.image_ref,
             "toolchain": d.toolchain,
             "version": d.exact,
             "profile": c.profile,
             "up_to_date": current,
-            "ports": list(d.ports),
+            "ports": _own_ports(d.ports, svc) if engine.product == "podman" else list(d.ports),
             # a pod's containers join its user namespace ("container:INFRA"): keep-id, the pod's
             "userns_mode": "keep-id (pod)" if engine.product == "podman" and strategy == "keep-id" else d.userns_mode or default_userns,
             "userns_host": d.userns_mode == "host",

@@ -223,6 +223,7 @@ def test_up_switch_leaks_doctor_and_down_on_rootless_podman(podman_prebuilt: Pod
     rows = {s["service"]: s for s in ps["services"]}
     assert set(rows) == {"editor", "runtime", "db"}  # not the pod's infra container
     assert all(s["state"] == "running" and s["userns_mode"] == "keep-id (pod)" for s in rows.values()), rows
+    assert rows["db"]["health"] == "healthy" and rows["runtime"]["health"] is None  # ps ran db's check now
 
     r = _devbox(p, "up", "-d", cwd=str(proj))
     assert r.returncode == 0 and "up to date, nothing to do" in r.stderr, r.stdout + r.stderr
@@ -265,6 +266,7 @@ def test_up_switch_leaks_doctor_and_down_on_rootless_podman(podman_prebuilt: Pod
     assert r.returncode == 0 and r.stdout.strip() == "42", r.stdout + r.stderr
     ports = {s["service"]: s["ports"] for s in json.loads(_devbox(p, "ps", "--json", cwd=str(proj)).stdout)["services"]}
     (bound,) = ports["runtime"]
+    assert ports["db"] == [] and ports["editor"] == []  # the pod's port, shown for the service that publishes it
     host, _, rest = bound.partition(":")
     assert host == "127.0.0.1" and rest.endswith("->8000/tcp"), bound
     url = f"http://127.0.0.1:{rest.split('->')[0]}/notes.txt"
