@@ -4,8 +4,8 @@ socket); keep-id's first-start cost per image; and a warm `devbox up -d` of the 
 vs the same `podman` sequence by hand.
 
 Run as root from the repo: ``sudo .venv/bin/python benchmarks/bench_podman.py [--runs N] [--up-runs M]``
-(``--runs``: remap rounds, default 15; ``--up-runs``: up rounds, default 5; about 6 minutes in all,
-most of it `devbox build` of three images).
+(``--runs``: remap rounds, default 15; ``--up-runs``: up rounds, default 5; 3 to 5 minutes in all on
+2 CPUs, a third of it `devbox build` of three images).
 It makes an ordinary account in an /etc sandbox (tests/harness) with its own Podman storage and
 service, so the machine's /etc and any Podman of its own are untouched.  Prints medians and ratios
 measured in the same run.
@@ -24,8 +24,10 @@ the healthcheck), editor, `podman healthcheck run` of db at the healthcheck's in
 passes, then runtime — devbox's order (it starts editor while it waits for db) and the settings
 of devbox's own containers (user, env, mounts, working dir, tty), read from `podman inspect`;
 labels left out (then `podman pod rm -f`).  Target: devbox <= 1.15x the hand sequence.  Also
-printed: devbox's own "up in" figure (its engine work) and the two compat-API calls every devbox
-command makes first (GET /version, GET /info), which the podman CLI never makes.
+printed: devbox's own "up in" figure (its engine work), the start-up of python with the modules
+`up` imports, GET /libpod/info (engine detection, which the podman CLI does not need), and
+GET /version for reference: the Docker SDK's version="auto" made it on every connect until devbox
+took the API version from the ping's headers instead.
 (Waiting for a container's exit costs ~20 s here: rootless Podman on this machine reports exits
 that late, so nothing here waits for one: `podman rm -f -t 0`, `podman pod rm -f -t 0`.)
 """
@@ -217,9 +219,9 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
         clock(devbox("down"))
         b.append(hand_up(p, cmds, waited, interval))
         hand_down()
-        for xs, call in ((version, api.version), (info, api.info)):
+        for xs, path in ((version, "/version"), (info, "/v4.0.0/libpod/info")):
             t0 = time.perf_counter()
-            call()
+            api.call("GET", path)
             xs.append(time.perf_counter() - t0)
         startup.append(clock(p.argv([sys.executable, "-c", imports]))[0])
     ma, mb = statistics.median(a), statistics.median(b)
@@ -232,7 +234,8 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
     print(f"  of devbox's: its engine work (\"up in\") median {statistics.median(inner):.1f} s; the rest (start-up, "
           f"engine checks, plan, watcher) {ma - statistics.median(inner):.1f} s")
     print(f"  where the rest goes: python and the modules up imports (a process) {ms(startup)}; "
-          f"GET /version (connect) {ms(version)}; GET /info (the engine guard) {ms(info)}")
+          f"GET /libpod/info (engine detection) {ms(info)}; for reference, GET /version (no longer made: "
+          f"the SDK's version=auto) {ms(version)}")
     print(f"  load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

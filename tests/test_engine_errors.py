@@ -219,7 +219,7 @@ def test_the_sdk_client_times_out_too(hung: Path, monkeypatch: pytest.MonkeyPatc
         connect()
     assert time.monotonic() - started < 8
     assert raised.value.kind is EngineErrorKind.TIMEOUT
-    assert raised.value.message == f"the Docker daemon at unix://{hung} did not answer GET /version within 1 s"
+    assert raised.value.message == f"the Docker daemon at unix://{hung} did not answer GET /_ping within 1 s"
 
 
 def test_commands_on_a_hung_daemon_end_in_one_line(hung: Path, tmp_path: Path) -> None:
@@ -231,7 +231,7 @@ def test_commands_on_a_hung_daemon_end_in_one_line(hung: Path, tmp_path: Path) -
     r = subprocess.run([sys.executable, "-m", "devbox", "up", "-d"], cwd=project, env=env, capture_output=True,
                        text=True, timeout=60)
     assert (r.returncode, r.stderr) == (2, f"devbox: error: the Docker daemon at unix://{hung} did not answer GET "
-                                           "/version within 1 s — it accepts connections but does not reply: check "
+                                           "/_ping within 1 s — it accepts connections but does not reply: check "
                                            "`docker info` and the daemon's log; DEVBOX_ENGINE_TIMEOUT sets how long "
                                            "devbox waits\n")
     r = subprocess.run([sys.executable, "-m", "devbox", "remap", "--json", "--no-probe", "--user", "nobody"],

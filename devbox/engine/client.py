@@ -42,13 +42,22 @@ def connect(timeout: float | None = None) -> docker.DockerClient:
     host = found.host
     seconds = timeout_s(120) if timeout is None else timeout
 
+    # A fixed version, so that making the client asks nothing: the SDK's "auto" costs a GET /version,
+    # which Podman answers slowly (it asks conmon and the OCI runtime for theirs: 0.4-0.6 s).  The
+    # engine's API version comes from the ping's Api-Version header instead, as "auto" would use it.
+    placeholder = f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}"
+
     def make() -> docker.DockerClient:
         if found.source == "DOCKER_HOST":  # from_env also reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
-            return docker.from_env(timeout=int(max(1, seconds)))
-        return docker.DockerClient(base_url=host, timeout=int(max(1, seconds)))
+            return docker.from_env(timeout=int(max(1, seconds)), version=placeholder)
+        return docker.DockerClient(base_url=host, timeout=int(max(1, seconds)), version=placeholder)
 
-    client = call(make, host, "GET /version", seconds)
-    call(client.ping, host, "GET /_ping", seconds)
+    client = call(make, host, "GET /_ping", seconds)
+    low: Any = client.api  # a requests.Session underneath
+    response = call(lambda: low.get(low.base_url + "/_ping", timeout=low.timeout), host, "GET /_ping", seconds)
+    call(lambda: low._raise_for_status(response), host, "GET /_ping", seconds)
+    version = response.headers.get("Api-Version")
+    low._version = version if version and parse_api_version(version) else call(low._retrieve_server_version, host, "GET /version", seconds)
     return client
 
 
@@ -173,7 +182,7 @@ def _libpod_info(api: Api | docker.DockerClient) -> dict[str, Any]:
         result: dict[str, Any] = api.call("GET", path)
         return result
     low: Any = api.api  # a requests.Session underneath
-    response = call(lambda: low.get(low.base_url + path))
+    response = call(lambda: low.get(low.base_url + path, timeout=low.timeout))
     call(response.raise_for_status)
     return dict(response.json())
 
@@ -191,7 +200,7 @@ def _ping_headers(api: Api | docker.DockerClient) -> dict[str, str]:
     if isinstance(api, Api):
         return api.ping_headers()
     low: Any = api.api  # a requests.Session underneath
-    response = call(lambda: low.get(low.base_url + "/_ping"))
+    response = call(lambda: low.get(low.base_url + "/_ping", timeout=low.timeout))
     call(response.raise_for_status)
     return {k.lower(): v for k, v in response.headers.items()}
 

@@ -22,7 +22,7 @@ def request(client: docker.DockerClient, method: str, path: str, *, json: Any = 
     """``METHOD /libpod/PATH``; the decoded JSON answer (``None`` when empty)."""
     low: Any = client.api  # a requests.Session underneath
     url = low.base_url + API + path
-    response = call(lambda: low.request(method, url, json=json, params=params))
+    response = call(lambda: low.request(method, url, json=json, params=params, timeout=low.timeout))
     call(lambda: low._raise_for_status(response))  # the SDK's own status -> APIError, typed by call()
     if not response.content:
         return None
@@ -32,6 +32,6 @@ def request(client: docker.DockerClient, method: str, path: str, *, json: Any = 
 def is_podman(client: docker.DockerClient) -> bool:
     """Is the engine Podman?  One ``/_ping``: Podman names itself in the headers."""
     low: Any = client.api
-    response = call(lambda: low.get(low.base_url + "/_ping"))
+    response = call(lambda: low.get(low.base_url + "/_ping", timeout=low.timeout))
     headers = {k.lower() for k in response.headers}
     return "libpod-api-version" in headers or "libpod-buildah-version" in headers

@@ -156,6 +156,10 @@ class RootlessPodman:
     def destroy(self, background: bool = False) -> None:
         """Stop everything of the account and remove its files (``background``: by a detached ``rm``, for
         a session's end: a storage with built images takes seconds to remove)."""
+        if self.service is not None and self.service.poll() is None:
+            # containers run as the account's subordinate ids, which pkill -u below does not reach
+            self.podman("pod", "rm", "--all", "--force", "--time", "0", check=False, timeout=120)
+            self.podman("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
         self.stop()
         # the pause process and any conmon of this account
         subprocess.run(["pkill", "-9", "-u", str(self.uid)], capture_output=True)
