@@ -11,6 +11,7 @@ pods (slirp4netns).  A user's machine with cgroups v2 keeps Podman's defaults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -164,6 +165,8 @@ class RootlessPodman:
         # the pause process and any conmon of this account
         subprocess.run(["pkill", "-9", "-u", str(self.uid)], capture_output=True)
         # storage holds files of subordinate ids: remove as root
+        with contextlib.suppress(OSError):
+            (RUN / f"tun-{self.sb.pid}").rmdir()  # open_tun's mount point (empty outside the sandbox)
         if background:
             subprocess.Popen(["rm", "-rf", "--one-file-system", str(self.base)], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
