@@ -236,3 +236,28 @@ def test_id_helpers_reads_the_mode(tmp_path: Path) -> None:
     os.chmod(plain, 0o755)
     (h, missing) = id_helpers((str(plain), str(tmp_path / "nope")))
     assert h.exists and not h.setuid_root and not h.usable and not missing.exists
+
+
+def test_up_knows_a_local_podman_without_its_slow_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/libpod/info`` costs 0.35-0.45 s: ``up`` reads Podman's kind from the ping and the socket's owner."""
+    from devbox.engine.client import _podman_brief
+
+    if os.geteuid() != 0:
+        pytest.skip("chowns a socket file: run as root (tests/run does)")
+    sock = tmp_path / "podman.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    try:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+        headers = {"libpod-api-version": "4.3.1", "api-version": "1.41"}
+        os.chown(sock, 0, 0)
+        rootful = _podman_brief(headers)
+        assert rootful is not None and rootful.kind == "podman-rootful" and rootful.version == "4.3.1"
+        os.chown(sock, 1234, 1234)  # a user's own socket: rootless Podman
+        rootless = _podman_brief(headers)
+        assert rootless is not None and rootless.kind == "podman-rootless" and rootless.api_version == "1.41"
+        assert rootless.label == "Podman 4.3.1 (API 1.41), rootless"
+        monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+        assert _podman_brief(headers) is None  # not a local socket: the engine is asked
+    finally:
+        server.close()

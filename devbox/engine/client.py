@@ -243,17 +243,46 @@ def _podman_info(host_api_version: str, libpod: dict[str, Any]) -> EngineInfo:
     )
 
 
-def inspect_engine(api: Api | docker.DockerClient) -> EngineInfo:
+def _podman_brief(headers: dict[str, str]) -> EngineInfo | None:
+    """What ``up`` needs of a local Podman, without ``/libpod/info`` (0.35-0.45 s on rootless Podman 4.3):
+    it is Podman (the ping's headers, with its version), rootless when its socket is not root's (a rootful
+    Podman's socket is), and the user-mode networks it can run (pasta, slirp4netns) found as Podman finds
+    them, on this host's PATH.  ``None`` for a socket that is not a local file: then ask the engine."""
+    import shutil
+
+    host = describe_host()
+    sock = socket_path(host)
+    try:
+        owner = os.stat(sock).st_uid if sock is not None else None
+    except OSError:
+        owner = None
+    if owner is None:
+        return None
+    rootless = owner != 0
+    return EngineInfo(
+        host=host, version=headers.get("libpod-api-version", "?"), api_version=headers.get("api-version", "?"),
+        security_options=("name=rootless",) if rootless else (), data_root="", images=0, containers=0,
+        rootless=rootless, product="podman", components=(PODMAN_COMPONENT,),
+        podman_networks=tuple(n for n in ("pasta", "slirp4netns") if shutil.which(n)),
+    )
+
+
+def inspect_engine(api: Api | docker.DockerClient, brief: bool = False) -> EngineInfo:
     """Engine facts from the fast client or an SDK client.
 
     ``/_ping`` first: Podman names itself in its headers (``Libpod-Api-Version``) and is then asked
-    its own ``/libpod/info`` alone; Docker answers ``/info`` and ``/version``.  Raises
+    its own ``/libpod/info`` alone (``brief``: not even that, :func:`_podman_brief`); Docker answers
+    ``/info`` and ``/version``.  Raises
     ``EngineError(kind=API_TOO_OLD)`` for an engine older than devbox supports.
     """
     from devbox.engine.fastapi import Api
 
     headers = _ping_headers(api)
-    if "libpod-api-version" in headers or "libpod-buildah-version" in headers:
+    podman = "libpod-api-version" in headers or "libpod-buildah-version" in headers
+    brief_info = _podman_brief(headers) if podman and brief else None
+    if brief_info is not None:
+        result = brief_info
+    elif podman:
         result = _podman_info(headers.get("api-version", ""), _libpod_info(api))
     else:
         run: Callable[[Callable[[], Any]], Any] = (lambda fn: fn()) if isinstance(api, Api) else call

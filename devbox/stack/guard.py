@@ -83,7 +83,7 @@ def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.
     ``up`` runs rootless with keep-id (:mod:`devbox.stack.pods`)."""
     from devbox.stack.views import choose_for_engine
 
-    info = engine.inspect_engine(client)
+    info = engine.inspect_engine(client, brief=True)  # the kind and what up needs, no more (Podman's info is slow)
     choice = choose_for_engine(info, project)
     if isinstance(choice, Refusal):
         raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
