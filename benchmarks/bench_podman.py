@@ -25,9 +25,9 @@ passes, then runtime — devbox's order (it starts editor while it waits for db)
 of devbox's own containers (user, env, mounts, working dir, tty), read from `podman inspect`;
 labels left out (then `podman pod rm -f`).  Target: devbox <= 1.15x the hand sequence.  Also
 printed: devbox's own "up in" figure (its engine work), the start-up of python with the modules
-`up` imports, GET /libpod/info (engine detection, which the podman CLI does not need), and
-GET /version for reference: the Docker SDK's version="auto" made it on every connect until devbox
-took the API version from the ping's headers instead.
+`up` imports, and for reference two calls `up` made until this change: GET /version (the Docker
+SDK's version="auto", now the ping's Api-Version header) and GET /libpod/info (full engine facts;
+`up` now reads Podman's kind from the ping's headers and the socket's owner).
 (Waiting for a container's exit costs ~20 s here: rootless Podman on this machine reports exits
 that late, so nothing here waits for one: `podman rm -f -t 0`, `podman pod rm -f -t 0`.)
 """
@@ -234,8 +234,8 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
     print(f"  of devbox's: its engine work (\"up in\") median {statistics.median(inner):.1f} s; the rest (start-up, "
           f"engine checks, plan, watcher) {ma - statistics.median(inner):.1f} s")
     print(f"  where the rest goes: python and the modules up imports (a process) {ms(startup)}; "
-          f"GET /libpod/info (engine detection) {ms(info)}; for reference, GET /version (no longer made: "
-          f"the SDK's version=auto) {ms(version)}")
+          f"for reference, calls up no longer makes: GET /libpod/info (full engine facts; up reads the kind from "
+          f"the ping and the socket's owner) {ms(info)}, GET /version (the SDK's version=auto) {ms(version)}")
     print(f"  load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
