@@ -6,6 +6,7 @@ default socket.  Each daemon gets a bridge ``dbx-NAME`` on its own /24.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -276,12 +277,23 @@ class PrivateDaemon:
                                    timeout=30).stdout.split()
             self.docker("network", "prune", "-f", check=False, timeout=60)
         self.stop()
+        self._kill_orphan_shims()
         # dockerd keeps a network's bridge across its own restarts: one it never removed stays on the host
         for net in networks:
             subprocess.run(["ip", "link", "del", f"br-{net[:12]}"], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         shutil.rmtree(STATE / self.name, ignore_errors=True)
         shutil.rmtree(RUN / self.name, ignore_errors=True)
+
+    def _kill_orphan_shims(self) -> None:
+        """A dockerd killed mid-run (the fault and crash tests do it) leaves its containers' shims running,
+        and their containers with them: kill what still names this daemon's containerd socket."""
+        found = subprocess.run(["pgrep", "-f", f"containerd-shim.* -address {RUN / self.name}/"],
+                               capture_output=True, text=True).stdout.split()
+        for pid in found:
+            subprocess.run(["pkill", "-9", "-P", pid], capture_output=True)  # the container's init: its pid namespace goes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
     def docker(self, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
