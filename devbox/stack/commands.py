@@ -305,8 +305,7 @@ def _podman_health(client: docker.DockerClient, cid: str, status: str, svc: Serv
         result = libpod.request(client, "GET", f"/containers/{cid}/healthcheck")
     except DevboxError:
         return None
-    value = str((result or {}).get("Status") or "") or None
-    return value
+    return str((result or {}).get("Status") or "") or None
 
 
 NICE_CPU_SHARES = 2  # the smallest weight: a --nice build runs on the CPU time nothing else wants

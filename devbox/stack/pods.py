@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +132,7 @@ def create_container(client: docker.DockerClient, pod: Pod, stack: Stack, svc: S
 
 
 def wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, target: str, waiter: str,
-             reached: Any) -> None:
+             reached: Callable[[dict[str, Any]], bool]) -> None:
     """Poll until ``dep`` is reached.  Rootless Podman runs healthchecks from systemd timers, which a
     machine without a user systemd lacks: devbox runs each check itself at the service's interval
     (``/libpod/containers/ID/healthcheck``, which records the result as Podman's own timer would)."""
