@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devbox.config.resolve import load_project
 from devbox.core.idmap import parse_subid
-from devbox.stack.bootstrap import debian_release, from_images, needed, unshare_problem
+from devbox.stack.bootstrap import debian_release, from_images, needed, unshare_problem, unshare_tmpdir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,3 +56,20 @@ def test_unshare_mode_needs_a_full_first_range() -> None:
         "mmdebstrap's unshare mode maps u's first /etc/subuid range only, and /etc/subuid:1: u:1000:1 has 1 id(s), "
         "not 65,536 (Docker's remap wants that line first)")
     assert unshare_problem(parse_subid("", "/etc/subuid"), "u") == "u has no line in /etc/subuid"
+
+
+def test_unshare_mode_tmpdir_must_be_reachable_by_the_subordinate_root(tmp_path: Path) -> None:
+    # mmdebstrap builds under TMPDIR as your subordinate root: a TMPDIR others cannot traverse (itself
+    # or a parent) gives way to /var/tmp
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o700)
+    inside = private / "open"
+    inside.mkdir()
+    inside.chmod(0o1777)
+    assert unshare_tmpdir(None) is None
+    assert unshare_tmpdir("") is None
+    assert unshare_tmpdir(str(private)) == "/var/tmp"
+    assert unshare_tmpdir(str(inside)) == "/var/tmp"
+    assert unshare_tmpdir(str(tmp_path / "missing")) == "/var/tmp"
+    assert unshare_tmpdir("/tmp") == "/tmp"

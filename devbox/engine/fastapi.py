@@ -124,12 +124,25 @@ class Api:
         status, _ = self.request("GET", f"/images/{urllib.parse.quote(ref, safe='')}/json")
         return status == 200
 
+    def is_podman(self) -> bool:
+        """Podman names itself in every response's headers (``Libpod-Api-Version``); one ping when
+        nothing was asked yet."""
+        if not self.last_headers:
+            self.ping()
+        return "libpod-api-version" in self.last_headers
+
+    def _import_url(self, repository: str, tag: str) -> str:
+        """Where a tarball is imported.  On Podman, libpod's own import: the compatible one
+        (``/images/create?fromSrc=-``) leaves its copy of every tarball behind in /var/tmp
+        (``api_load.tar*``, Podman 4 and 5), libpod's removes it."""
+        if self.is_podman():
+            return "/v4.0.0/libpod/images/import?" + urllib.parse.urlencode({"reference": f"{repository}:{tag}"})
+        return "/images/create?" + urllib.parse.urlencode({"fromSrc": "-", "repo": repository, "tag": tag})
+
     def import_image(self, data: bytes, repository: str, tag: str) -> None:
-        """Import a root filesystem tarball as ``repository:tag``.  Podman 4's compatible API ignores
-        ``tag`` (the image becomes ``repository:latest``), so the new image's id is tagged explicitly."""
-        # the import streams JSON progress; an error arrives as {"error": ...} with status 200
-        status, raw = self.request("POST", "/images/create", query={"fromSrc": "-", "repo": repository, "tag": tag},
-                                   data=data, content_type="application/x-tar")
+        """Import a root filesystem tarball as ``repository:tag``."""
+        # Docker's import streams JSON progress; an error arrives as {"error": ...} with status 200
+        status, raw = self.request("POST", self._import_url(repository, tag), data=data, content_type="application/x-tar")
         self._after_import(status, raw, repository, tag)
 
     def _after_import(self, status: int, raw: bytes, repository: str, tag: str) -> None:
@@ -140,6 +153,7 @@ class Api:
         for message in map(_json_or_none, raw.splitlines()):
             if isinstance(message, dict) and message.get("error"):
                 raise from_status(500, str(message["error"])[-300:], "image import failed")
+        # Podman 4's compatible import ignored ``tag`` (the image became ``repository:latest``): tag by id
         ids = [str(m.get("status")) for m in map(_json_or_none, raw.splitlines())
                if isinstance(m, dict) and str(m.get("status", "")).startswith("sha256:")]
         if ids and not self.image_exists(f"{repository}:{tag}"):
@@ -148,7 +162,7 @@ class Api:
     def import_file(self, fh: Any, size: int, repository: str, tag: str,
                     progress: Any = None) -> None:
         """Import a root filesystem tarball streamed from ``fh`` (``size`` bytes) as ``repository:tag``;
-        ``progress(bytes_sent)`` is called as it goes.  Like :meth:`import_image`, tagged by id (Podman)."""
+        ``progress(bytes_sent)`` is called as it goes."""
         sent = told = 0
 
         class _Reader:
@@ -163,7 +177,7 @@ class Api:
 
         from devbox.engine.errors import from_os_error
 
-        url = "/images/create?" + urllib.parse.urlencode({"fromSrc": "-", "repo": repository, "tag": tag})
+        url = self._import_url(repository, tag)
         try:
             self._conn.request("POST", url, body=_Reader(),
                                headers={"Content-Type": "application/x-tar", "Content-Length": str(size)})
@@ -171,7 +185,7 @@ class Api:
             status, raw = resp.status, resp.read()
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()
-            raise from_os_error(exc, self.host, "POST /images/create", self.timeout) from None
+            raise from_os_error(exc, self.host, "POST " + url.split("?", 1)[0], self.timeout) from None
         self._after_import(status, raw, repository, tag)
 
     def tag(self, ref: str, repository: str, tag: str) -> None:

@@ -117,6 +117,22 @@ def unshare_problem(subuid: SubidFile, user: str) -> str | None:
 # --- doing it ------------------------------------------------------------------------------------------------
 
 
+def unshare_tmpdir(tmpdir: str | None) -> str | None:
+    """The TMPDIR for mmdebstrap's unshare mode: it builds in a directory under TMPDIR as your
+    subordinate root, which must be able to reach it.  A TMPDIR that others cannot traverse (a
+    private 0700 one) gives way to /var/tmp; None keeps mmdebstrap's default (/tmp)."""
+    if not tmpdir:
+        return None
+    path = Path(tmpdir).resolve()
+    for d in (path, *path.parents):
+        try:
+            if not os.stat(d).st_mode & 0o001:
+                return "/var/tmp"
+        except OSError:
+            return "/var/tmp"
+    return tmpdir
+
+
 def _mmdebstrap(release: str, out: Path) -> None:
     exe = shutil.which("mmdebstrap")
     if exe is None:
@@ -125,7 +141,10 @@ def _mmdebstrap(release: str, out: Path) -> None:
     argv = [exe, "--variant=minbase", *(["--mode=unshare"] if os.geteuid() != 0 else []), release, str(out)]
     started = time.monotonic()
     with console.Activity(f"bootstrapping debian:{release}-slim with mmdebstrap") as activity:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = dict(os.environ)
+        if os.geteuid() != 0 and (tmp := unshare_tmpdir(env.get("TMPDIR"))) != env.get("TMPDIR"):
+            env["TMPDIR"] = tmp or "/tmp"
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         assert proc.stderr is not None
         tail: list[str] = []
         for line in proc.stderr:

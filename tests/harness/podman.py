@@ -63,6 +63,7 @@ class RootlessPodman:
         self.base = RUN / f"podman-{name}-{SESSION}"
         self.home = self.base / "home"
         self.xdg = self.base / "xdg"
+        self.tmp = self.base / "tmp"  # TMPDIR: Podman's temporary files (e.g. image imports) go with the account
         self.socket = self.xdg / "podman" / "podman.sock"
         self.log = self.base / "service.log"
         self.service: subprocess.Popen[bytes] | None = None
@@ -71,14 +72,14 @@ class RootlessPodman:
                 "--shell", "/bin/sh", name], check=True)
         for f in ("/etc/subuid", "/etc/subgid"):
             sb.write(f, f"{name}:{first}:{count}\n")
-        for d, mode in ((self.base, 0o755), (self.home, 0o755), (self.xdg, 0o700)):
+        for d, mode in ((self.base, 0o755), (self.home, 0o755), (self.xdg, 0o700), (self.tmp, 0o700)):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(mode)
         conf = self.home / ".config" / "containers"
         conf.mkdir(parents=True, exist_ok=True)
         (conf / "containers.conf").write_text(CONTAINERS_CONF)
         (conf / "storage.conf").write_text(STORAGE_CONF)
-        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(self.home), str(self.xdg)], check=True)
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(self.home), str(self.xdg), str(self.tmp)], check=True)
 
     @property
     def host(self) -> str:
@@ -86,7 +87,8 @@ class RootlessPodman:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"HOME": str(self.home), "XDG_RUNTIME_DIR": str(self.xdg), "USER": self.name, "LOGNAME": self.name,
+        return {"HOME": str(self.home), "XDG_RUNTIME_DIR": str(self.xdg), "TMPDIR": str(self.tmp),
+                "USER": self.name, "LOGNAME": self.name,
                 "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def argv(self, argv: list[str]) -> list[str]:
@@ -99,6 +101,10 @@ class RootlessPodman:
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
         return subprocess.run(self.argv(["env", *extra, *argv]), capture_output=True, text=True, check=check,
                               timeout=timeout, env={k: v for k, v in os.environ.items() if k != "DOCKER_HOST"})
+
+    def leftover_temp_files(self) -> list[str]:
+        """What Podman left in the account's TMPDIR (a compatible-API image import leaves ``api_load.tar*``)."""
+        return sorted(p.name for p in self.tmp.iterdir()) if self.tmp.is_dir() else []
 
     def podman(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self.run("podman", *args, check=check, timeout=timeout)

@@ -78,6 +78,9 @@ def test_bootstrap_on_rootless_podman_as_the_user(etc_sandbox: EtcSandbox) -> No
         assert "debian:bookworm-slim: imported in" in r.stderr
         out = p.podman("run", "--rm", "debian:bookworm-slim", "cat", "/etc/debian_version").stdout
         assert out.startswith("12.")
+        # imported through libpod's import, which removes its copy of the tarball (the compatible API's
+        # leaves a /var/tmp/api_load.tar* of every import behind)
+        assert p.leftover_temp_files() == []
 
         # Docker's remap layout (NAME:UID:1 first) leaves mmdebstrap one id: refused before it starts
         for f in ("/etc/subuid", "/etc/subgid"):
