@@ -39,9 +39,13 @@ def test_auto_picks_one_strategy_per_engine() -> None:
         "docker-rootful": Choice("remap", "chosen for this engine (auto)"),
         "docker-rootless": Choice("rootless", "chosen for this engine (auto)"),
         "podman-rootless": Choice("keep-id", "chosen for this engine (auto)"),
-        "podman-rootful": Refusal("podman-rootful: devbox up does not run on rootful Podman yet",
-                                  "run Podman rootless (`podman system service` as your user) or Docker"),
+        "podman-rootful": Refusal("podman-rootful: strategy idmap needs idmapped mounts, which this kernel does not "
+                                  "make (5.12 or newer)", "run Podman rootless (`podman system service` as your user: "
+                                  "keep-id), or use a newer kernel"),
     }
+    # rootful Podman makes idmapped binds itself (crun): idmap, wherever the kernel makes idmapped mounts
+    assert choose_strategy("podman-rootful", idmap_ok=True) == Choice("idmap", "chosen for this engine (auto)")
+    assert choose_strategy("podman-rootful", "idmap", idmap_ok=True) == Choice("idmap", "set in devbox.toml [ownership]")
 
 
 def test_auto_on_rootful_docker_takes_the_remap_a_daemon_has_else_idmapped_views() -> None:
@@ -54,7 +58,7 @@ def test_auto_on_rootful_docker_takes_the_remap_a_daemon_has_else_idmapped_views
     assert pick(remapped=False, idmap_ok=False) == "remap"  # up then says how to set it up
     # set by hand, idmap works on rootful Docker, with or without remap; nowhere else
     assert choose_strategy("docker-rootful", "idmap") == Choice("idmap", "set in devbox.toml [ownership]")
-    for kind in ("docker-rootless", "podman-rootless", "podman-rootful"):
+    for kind in ("docker-rootless", "podman-rootless"):
         refusal = choose_strategy(kind, "idmap")
         assert isinstance(refusal, Refusal) and kind in refusal.message
 

@@ -144,3 +144,31 @@ def test_build_steps_are_read_from_docker_and_from_podman() -> None:
                        ("STEP 3/8: RUN apt-get update", ("3", "8", "RUN apt-get update"))):
         m = _STEP_RE.match(line)
         assert m is not None and m.groups() == want
+
+
+def test_on_rootful_podman_the_pod_has_no_keep_id_and_writers_bind_through_an_idmap() -> None:
+    # rootful Podman (strategy idmap): the host's user namespace, Podman's bridge, crun's idmapped binds
+    from devbox.core.views import View, ViewPlan, podman_idmap
+    from devbox.stack.pods import Pod
+    from devbox.stack.views import Views
+
+    assert pod_network(("pasta",), False, rootful=True) == "bridge"
+    spec = pod_spec(STACK, "devbox-app", "bridge", keep_id=False)
+    assert "userns" not in spec and spec["netns"] == {"nsmode": "bridge"}
+
+    # you on disk (1000:1001) = the writer, container root (host 0:0): S-W-1 lines, as a view's
+    assert podman_idmap((1000, 1001), (0, 0)) == "idmap=uids=1000-0-1;gids=1001-0-1"
+    view = View("app", "editor", "/home/me/app", "/work", (1000, 1001), (0, 0), (0, 0))
+    views = Views("idmap", ViewPlan((view,)), STACK, engine_made=True)
+    pod = Pod(hosts=__import__("pathlib").Path("/h"), uid=1000, gid=1001, network="bridge", keep_id=False,
+              idmaps=views.podman_idmaps())
+    assert pod.user_of(EDITOR) == ""  # the image's own user: no keep-id to make it you
+    assert pod.user_of(Service(name="x", image="i", user="node", mounts=(WORK,))) == "node"
+    editor = container_spec(STACK, EDITOR, "h1", pod="devbox-app", hosts="/h", user=pod.user_of(EDITOR), keep_id=False,
+                            idmaps=pod.idmaps_of(EDITOR))
+    assert "user" not in editor and "HOME" not in editor["env"]
+    assert {"destination": "/work", "source": "/home/me/app", "type": "bind",
+            "options": ["rbind", "rw", "idmap=uids=1000-0-1;gids=1001-0-1"]} in editor["mounts"]
+    db = container_spec(STACK, DB, "h2", pod="devbox-app", hosts="/h", user="", keep_id=False, idmaps=pod.idmaps_of(DB))
+    assert db["volumes"] == [{"Name": "devbox-app-pgdata", "Dest": "/var/lib/postgresql/data", "Options": []}]  # no :U
+    assert [m["options"] for m in db["mounts"]] == [["ro"]]  # the hosts file only

@@ -8,15 +8,18 @@ strategy       engine                          how
 ``remap``      Docker, rootful                 dockerd's ``userns-remap``: container root = you
 ``keep-id``    Podman, rootless                ``--userns=keep-id``: your uid inside = you
 ``rootless``   Docker or Podman, rootless      the engine's own user namespace: container root = you
-``idmap``      Docker, rootful, no remap       kernel idmapped views of the work dirs: you on disk =
-                                               container root (:mod:`devbox.core.views`); processes
+``idmap``      Docker, rootful, no remap;      kernel idmapped views of the work dirs: you on disk =
+               Podman, rootful                 container root (:mod:`devbox.core.views`); processes
                                                still run as host root: it fixes ownership, it does
-                                               not isolate
+                                               not isolate.  On Docker the views are made by devbox's
+                                               root helper; rootful Podman makes them itself (crun's
+                                               ``idmap=uids=…;gids=…`` bind option)
 =============  ==============================  =================================================
 
 ``auto`` on rootful Docker picks ``remap`` where the daemon already remaps, else
 ``idmap`` where the kernel makes idmapped mounts, else ``remap`` (and ``up``
-says what to run).
+says what to run).  ``auto`` on rootful Podman is ``idmap`` (the kernel must
+make idmapped mounts: 5.12 or newer).
 
 Each strategy predicts the map from container ids to host ids, and the probe
 (:mod:`devbox.engine.probe`) proves it: the file owner, the process's uid and
@@ -45,7 +48,7 @@ WORKS_ON = {
     "remap": ("docker-rootful",),
     "keep-id": ("podman-rootless",),
     "rootless": ("docker-rootless", "podman-rootless"),
-    "idmap": ("docker-rootful",),
+    "idmap": ("docker-rootful", "podman-rootful"),
 }
 
 WHY_NOT = {
@@ -63,7 +66,6 @@ WHY_NOT = {
 WHY_NOT.update({
     ("idmap", "docker-rootless"): "a rootless dockerd cannot use views made by the root helper; container root is already you",
     ("idmap", "podman-rootless"): "keep-id already makes your uid inside you; the root helper's views are for rootful engines",
-    ("idmap", "podman-rootful"): "devbox up does not run on Podman yet (Podman's own :idmap mounts will serve it)",
 })
 
 
@@ -92,9 +94,9 @@ def choose_strategy(kind: str, setting: str = "auto", *, remapped: bool = True, 
     how = "chosen for this engine (auto)" if setting == "auto" else "set in devbox.toml [ownership]"
     if setting == "auto" and kind == "docker-rootful" and not remapped and idmap_ok:
         strategy, how = "idmap", "chosen for this engine (auto: no userns-remap, the kernel makes idmapped mounts)"
-    if setting == "auto" and kind == "podman-rootful":
-        return Refusal(f"{kind}: devbox up does not run on rootful Podman yet",
-                       "run Podman rootless (`podman system service` as your user) or Docker")
+    if kind == "podman-rootful" and strategy == "idmap" and not idmap_ok:
+        return Refusal(f"{kind}: strategy idmap needs idmapped mounts, which this kernel does not make (5.12 or newer)",
+                       "run Podman rootless (`podman system service` as your user: keep-id), or use a newer kernel")
     if kind not in WORKS_ON[strategy]:
         why = WHY_NOT.get((strategy, kind), f"{strategy} does not apply to {kind}")
         return Refusal(f"strategy \"{strategy}\" cannot work on {kind}: {why}",

@@ -1,4 +1,4 @@
-"""A stack as a Podman pod (rootless Podman, the keep-id strategy): pure specs, no engine.
+"""A stack as a Podman pod (rootless Podman with keep-id; rootful Podman with idmapped binds): pure specs.
 
 Why a pod (checked on rootless Podman 4.3, README "Podman"):
 
@@ -16,6 +16,13 @@ Why a pod (checked on rootless Podman 4.3, README "Podman"):
   IDE) run as you; the others (the database) as their image's user, or root when the
   image names none (its entrypoint drops privileges itself), so their files stay in
   your subordinate range, in their volumes.
+
+On rootful Podman (the ``idmap`` strategy) the pod has no user namespace (container
+root is host root, as on rootful Docker under idmap), its network is Podman's bridge,
+and each bind a service writes through is an idmapped bind that crun makes
+(``idmap=uids=YOU-WRITER-1;gids=…``, :func:`devbox.core.views.podman_idmap`): what the
+service writes is stored as you; no other writer can create files there.  Services
+run as their own ``user`` or their image's.
 
 The specs are libpod's SpecGenerator and PodSpecGenerator JSON.
 """
@@ -35,6 +42,7 @@ LABEL_POD = "devbox.pod"
 LABEL_POD_CONFIG = "devbox.pod-config"  # pod_config(): the network and ports the pod was made with
 HOME = "/tmp"  # keep-id's passwd entry makes HOME the working dir (/work): vim and pip would write there
 NETWORK_NONE = "none"
+NETWORK_BRIDGE = "bridge"  # rootful Podman's own network (netavark or CNI)
 
 
 def writes_your_files(svc: Service) -> bool:
@@ -92,10 +100,12 @@ def pod_config(network: str, ports: tuple[Port, ...]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pod_network(available: tuple[str, ...], tun_usable: bool) -> str:
-    """The pod's network: Podman's user-mode network (pasta, else slirp4netns) when it has one and
-    ``/dev/net/tun`` opens, so services reach package indexes; else none (services still reach each
-    other: the pod is one network namespace)."""
+def pod_network(available: tuple[str, ...], tun_usable: bool, rootful: bool = False) -> str:
+    """The pod's network: rootful Podman's bridge; rootless, Podman's user-mode network (pasta, else
+    slirp4netns) when it has one and ``/dev/net/tun`` opens, so services reach package indexes; else
+    none (services still reach each other: the pod is one network namespace)."""
+    if rootful:
+        return NETWORK_BRIDGE
     if "pasta" in available and tun_usable:
         return "pasta"
     if "slirp4netns" in available and tun_usable:
@@ -103,13 +113,15 @@ def pod_network(available: tuple[str, ...], tun_usable: bool) -> str:
     return NETWORK_NONE
 
 
-def pod_spec(stack: Stack, name: str, network: str = NETWORK_NONE) -> dict[str, Any]:
-    """``POST /libpod/pods/create``: one user namespace (keep-id) and one network namespace for the
-    stack, publishing its services' ports (host port 0: Podman picks a free one)."""
+def pod_spec(stack: Stack, name: str, network: str = NETWORK_NONE, keep_id: bool = True) -> dict[str, Any]:
+    """``POST /libpod/pods/create``: one user namespace (keep-id; the host's on rootful Podman) and one
+    network namespace for the stack, publishing its services' ports (host port 0: Podman picks a free one)."""
     ports = pod_ports(stack)
     spec: dict[str, Any] = {
         "name": name, "labels": {LABEL_POD: stack.project, LABEL_POD_CONFIG: pod_config(network, ports)},
-        "hostname": stack.project[:63] or "devbox", "userns": {"nsmode": "keep-id"}, "netns": {"nsmode": network}}
+        "hostname": stack.project[:63] or "devbox", "netns": {"nsmode": network}}
+    if keep_id:
+        spec["userns"] = {"nsmode": "keep-id"}
     if ports:
         spec["portmappings"] = [{"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port,
                                  "protocol": p.protocol} for p in ports]
@@ -121,11 +133,13 @@ def _nanoseconds(seconds: float) -> int:
 
 
 def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, hosts: str, user: str,
-                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   env: Mapping[str, str] | None = None, keep_id: bool = True,
+                   idmaps: Mapping[tuple[str, str], str] | None = None) -> dict[str, Any]:
     """``POST /libpod/containers/create`` for ``svc`` in ``pod`` (what :func:`devbox.stack.executor.create_args`
-    is for Docker): the same labels, so observing, planning and ``ps`` do not change."""
+    is for Docker): the same labels, so observing, planning and ``ps`` do not change.  ``user``: empty for
+    the image's own.  ``idmaps``: the idmap option of each bind ``(source, target)`` that has one."""
     environment = dict(env if env is not None else svc.env_dict)
-    if user.split(":", 1)[0] != "0" and "HOME" not in environment:
+    if keep_id and user.split(":", 1)[0] != "0" and "HOME" not in environment:
         environment["HOME"] = HOME
     spec: dict[str, Any] = {
         "name": stack.container_name(svc.name),
@@ -133,7 +147,7 @@ def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, ho
         "pod": pod,
         "labels": stack.labels(svc, config_hash),
         "env": environment,
-        "user": user,
+        **({"user": user} if user else {}),
         "init": True,  # a PID 1 that forwards SIGTERM, as on Docker
         "terminal": svc.interactive,
         "stdin": svc.interactive,
@@ -151,11 +165,12 @@ def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, ho
         if m.kind == "volume":
             # "U": Podman chowns the volume to the service's user (a new volume is root's, and keep-id makes the
             # IDE you: its settings volume must be yours to write)
-            options = (["ro"] if m.read_only else []) + ([] if as_root else ["U"])
+            options = (["ro"] if m.read_only else []) + ([] if as_root or not keep_id else ["U"])
             spec["volumes"].append({"Name": m.source, "Dest": m.target, "Options": options})
         else:
+            idmap = (idmaps or {}).get((m.source, m.target))
             spec["mounts"].append({"destination": m.target, "source": m.source, "type": "bind",
-                                   "options": ["rbind", "ro" if m.read_only else "rw"]})
+                                   "options": ["rbind", "ro" if m.read_only else "rw", *([idmap] if idmap else [])]})
     if svc.healthcheck is not None:
         h = svc.healthcheck
         spec["healthconfig"] = {"Test": list(h.test), "Interval": _nanoseconds(h.interval_s),

@@ -76,6 +76,12 @@ def staging_path(root: str, uid: int, name: str) -> str:
     return str(PurePosixPath(root) / "mounts" / str(uid) / name)
 
 
+def podman_idmap(owner: tuple[int, int], writer: tuple[int, int]) -> str:
+    """A view made by rootful Podman itself: crun's bind option, ``S-W-1`` lines as a view's (files
+    stored as ``owner`` are seen as ``writer``, and what ``writer`` creates is stored as ``owner``)."""
+    return f"idmap=uids={owner[0]}-{writer[0]}-1;gids={owner[1]}-{writer[1]}-1"
+
+
 def writable_binds(svc: Service) -> tuple[Mount, ...]:
     return tuple(m for m in svc.binds if not m.read_only)
 

@@ -190,21 +190,21 @@ def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = N
     )
     choice = ctx.state.choice
     if client is not None and info is not None and probe:
-        if isinstance(choice, Choice) and choice.strategy == "idmap":
+        if isinstance(choice, Choice) and choice.strategy == "idmap" and info.kind != "podman-rootful":
             probe_error = "strategy idmap: the engine maps no ids; idmap.proof proves the views instead"
-        else:
-            probe_result, probe_error = _probe(user, choice)
+        else:  # on rootful Podman the probe runs through an idmapped bind, the proof of its idmap
+            probe_result, probe_error = _probe(user, choice, info.kind)
     ctx.state = dataclasses.replace(ctx.state, probe=probe_result, probe_error=probe_error)
     return ctx
 
 
-def _probe(user: User, choice: Choice | Refusal) -> tuple[ProbeResult | None, str | None]:
+def _probe(user: User, choice: Choice | Refusal, kind: str) -> tuple[ProbeResult | None, str | None]:
     """The probe, on the stdlib client (:func:`devbox.remap.assess.run_probe`); failures as data."""
     try:
         api = fast_api()
     except DevboxError as exc:
         return None, exc.one_line()
     try:
-        return run_probe(api, user, choice)
+        return run_probe(api, user, choice, kind)
     finally:
         api.close()

@@ -112,10 +112,12 @@ def _host_map(pid: int, name: str) -> IdMap | None:
         return None
 
 
-def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20, userns: str | None = None) -> ProbeResult:
+def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20, userns: str | None = None,
+        idmap: str | None = None) -> ProbeResult:
     """Run the probe once.  ``owner`` is who the temporary directory should belong to
     (the target user, when devbox runs as root); the probe's process must be able to write there.
-    ``userns`` is the container's ``UsernsMode`` (``keep-id`` on rootless Podman), None for the engine's default."""
+    ``userns`` is the container's ``UsernsMode`` (``keep-id`` on rootless Podman), None for the engine's default.
+    ``idmap``: the directory is bound with this option (rootful Podman's ``idmap=uids=…;gids=…``)."""
     started = time.monotonic()
     image = ensure_probe_image(api)
     _sweep_stale_workdirs()
@@ -131,7 +133,7 @@ def run(api: Api, owner: tuple[int, int] | None = None, timeout: float = 20, use
             "OpenStdin": True,
             "NetworkDisabled": True,
             "Labels": {PROBE_LABEL: "1"},
-            "HostConfig": {"Binds": [f"{workdir}:/probe:rw"], "NetworkMode": "none",
+            "HostConfig": {"Binds": [f"{workdir}:/probe:rw" + (f",{idmap}" if idmap else "")], "NetworkMode": "none",
                            **({"UsernsMode": userns} if userns else {})},
         }
         container = api.create_container(spec)

@@ -30,6 +30,7 @@ from devbox.core.idmap import (
     sub_bounds,
 )
 from devbox.core.ownership import Choice, Expectation, Refusal, choose_strategy, expect
+from devbox.core.views import podman_idmap
 from devbox.engine.client import EngineInfo
 from devbox.engine.endpoint import find_endpoint, guess_kind
 from devbox.engine.probe import ProbeResult
@@ -94,8 +95,9 @@ class HostState:
     @property
     def expectation(self) -> Expectation | None:
         s = self.strategy
-        if s is None or s == "idmap":  # idmap: the engine maps nothing; idmap.proof proves the views
-            return None
+        if s is None or (s == "idmap" and self.kind != "podman-rootful"):
+            return None  # idmap on Docker: the engine maps nothing; idmap.proof proves the helper's views
+        # on rootful Podman the probe runs through an idmapped bind, as up's services do
         return expect(s, self.user.uid, self.user.gid, self.uid_entries, self.gid_entries)
 
     @property
@@ -144,7 +146,10 @@ def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool =
             api = client.fast_api()
             info = client.inspect_engine(api)
             if probe:
-                probe_result, probe_error = run_probe(api, user, choose_strategy(info.kind, setting))
+                from devbox.host.idmount import MIN_KERNEL, kernel_version
+
+                probe_result, probe_error = run_probe(api, user, choose_strategy(
+                    info.kind, setting, idmap_ok=kernel_version() >= MIN_KERNEL), info.kind)
         except DevboxError as exc:
             engine_error = exc.one_line()
     return HostState(
@@ -170,16 +175,18 @@ def observe_host(paths: Paths, user: User, *, engine: bool = True, probe: bool =
 
 
 
-def run_probe(api: Api, user: User, choice: Choice | Refusal) -> tuple[ProbeResult | None, str | None]:
-    """The probe for ``user``, run the way ``choice`` runs containers, with its failure kept as data:
-    ``(result, error line)``."""
+def run_probe(api: Api, user: User, choice: Choice | Refusal, kind: str = "") -> tuple[ProbeResult | None, str | None]:
+    """The probe for ``user``, run the way ``choice`` runs containers on an engine of ``kind``, with its
+    failure kept as data: ``(result, error line)``.  On rootful Podman under idmap its directory is an
+    idmapped bind (you on disk = container root), as the work dir of ``up``'s services is."""
     from devbox.engine import probe
 
     if isinstance(choice, Refusal):
         return None, f"not run: {choice.message}"
     userns = "keep-id" if choice.strategy == "keep-id" else None
+    idmap = podman_idmap((user.uid, user.gid), (0, 0)) if choice.strategy == "idmap" and kind == "podman-rootful" else None
     try:
-        result = probe.run(api, owner=(user.uid, user.gid), userns=userns)
+        result = probe.run(api, owner=(user.uid, user.gid), userns=userns, idmap=idmap)
     except DevboxError as exc:
         return None, exc.one_line()
     return result, result.error
@@ -520,7 +527,7 @@ def assess_probe(state: HostState) -> list[Finding]:
     ok = p.file_uid == u.uid and p.file_gid == u.gid
     out.append(Finding("probe.file-owner", "ok" if ok else "fail", file_ev, None if ok else fix))
     proc_ev = (f"{expectation.runs_as}'s process: host uid {p.process_uid}, gid {p.process_gid}",)
-    ok = p.process_uid == u.uid
+    ok = p.process_uid == (0 if state.strategy == "idmap" else u.uid)  # idmap fixes ownership, not isolation
     out.append(Finding("probe.process", "ok" if ok else "fail", proc_ev, None if ok else fix))
     predicted = state.predicted_uid_map
     got = p.uid_map or ()

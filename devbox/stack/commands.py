@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from devbox.paths import Paths
     from devbox.stack.executor import Report
     from devbox.stack.pods import Pod
+    from devbox.stack.views import Views
 
 
 # --- init --------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
         from devbox.core.pods import refusal
         from devbox.stack import pods
 
-        pod_network = pods.network(info.podman_networks)
+        pod_network = pods.network(info.podman_networks, rootful=not info.rootless)
         refused = refusal(stack, pod_network)
         if refused is not None:
             raise DevboxError(f"{project.file.name}: profile {profile}: {refused[0]}", hint=refused[1])
@@ -225,7 +226,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     paths = paths_for(user)
     refs = [ref for ref, _ in stack.images]
     observed = observe_project(client, stack.project, refs, podman=podman)
-    views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
+    views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present, info.kind)
     if views.plan.views or views.plan.refused:
         stack_views.guard_views(views, project)
     if any(needs_user(s, strategy) and not observed.image_present.get(s.image) for s in stack.services):
@@ -236,7 +237,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
                 guard_remap(client, project, images_only, user, paths, info)
             executor.execute(client, images_only.images_only(), network.build_args(facts))
             observed = observe_project(client, stack.project, refs)
-            views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present)
+            views = stack_views.plan_stack_views(client, stack, strategy, user, paths, observed.image_present, info.kind)
             stack_views.guard_views(views, project)
     if podman and not dry_run and not all(observed.image_present.get(ref) for ref in refs):
         # the users of services that do not write your files come from their images: images first
@@ -244,7 +245,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
         observed = observe_project(client, stack.project, refs, podman=True)
     pod = None
     if podman and not dry_run:
-        pod = _pod(client, stack, user, paths, pod_network)
+        pod = _pod(client, stack, user, paths, pod_network, views)
         if pods.renew(client, stack, pod.network):
             observed = observe_project(client, stack.project, refs, podman=True)
     plan = reconcile(views.stack, observed)
@@ -268,7 +269,8 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     try:
         report = executor.execute(client, plan, network.build_args(facts), before_services=lambda: stack_views.ensure_views(views),
                                   pod=pod)
-        stack_views.release_project_views(project.name, user, keep=views)
+        if not views.engine_made:
+            stack_views.release_project_views(project.name, user, keep=views)
     except BaseException:
         if launch is not None:
             launch.cancel()
@@ -279,12 +281,14 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     return report
 
 
-def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, network: str) -> Pod:
-    """The keep-id pod's hosts file and its services' users (an image's own user for those that do
-    not write your files)."""
+def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, network: str, views: Views) -> Pod:
+    """The pod's hosts file and its services' users: under keep-id, an image's own user for those that do
+    not write your files; under idmap (rootful Podman), the idmapped binds of those that do."""
     from devbox.core.pods import writes_your_files
     from devbox.stack import pods
 
+    if views.engine_made:
+        return pods.prepare(paths, stack, user.uid, user.gid, {}, network, keep_id=False, idmaps=views.podman_idmaps())
     images = {s.image for s in stack.services if not s.user and not writes_your_files(s)}
     return pods.prepare(paths, stack, user.uid, user.gid, {ref: pods.image_user(client, ref) for ref in sorted(images)},
                         network)
@@ -456,7 +460,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
         user = resolve_user()
         present = ({ref: observe.image(client, ref) is not None for ref, _ in wanted.images}
                    if any(needs_user(s, strategy) for s in wanted.services) else {})
-        views = stack_views.plan_stack_views(client, wanted, strategy, user, paths_for(user), present)
+        views = stack_views.plan_stack_views(client, wanted, strategy, user, paths_for(user), present, engine.kind)
         if views.missing_helper is None:
             wanted = views.stack
     engine_json = {"kind": engine.kind, "product": engine.product, "version": engine.version,
@@ -495,7 +499,8 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
             "up_to_date": current,
             "ports": _own_ports(d.ports, svc) if engine.product == "podman" else list(d.ports),
             # a pod's containers join its user namespace ("container:INFRA"): keep-id, the pod's
-            "userns_mode": "keep-id (pod)" if engine.product == "podman" and strategy == "keep-id" else d.userns_mode or default_userns,
+            "userns_mode": ("keep-id (pod)" if engine.product == "podman" and strategy == "keep-id" else
+                            "host (pod; idmapped binds)" if engine.kind == "podman-rootful" else d.userns_mode or default_userns),
             "userns_host": d.userns_mode == "host",
             # container root is host root: files it writes in a bind mount are root's
             "root_is_host_root": d.userns_mode == "host" or default_userns == "none",
@@ -516,7 +521,7 @@ def ps(*, json_out: bool, start: Path | None = None) -> Exit:
         console.info("idmap: idmapped views make the files services write in your work dirs yours; their processes "
                      "still run as host root (remap isolates them, idmap only fixes ownership)")
     if views is not None and views.plan.views:
-        console.info(f"idmapped views: {len(views.plan.views)} ("
+        console.info(f"idmapped {'binds (made by Podman)' if views.engine_made else 'views'}: {len(views.plan.views)} ("
                      + ", ".join(f"{v.service}:{v.target} as {v.container_user[0]}" for v in views.plan.views) + ")"
                      + (f" — not made: {views.missing_helper}" if views.missing_helper else ""))
     for line in network.describe(facts):

@@ -85,7 +85,7 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
             _remove_container(client, op, report)
         elif op.action is Action.CREATE_NETWORK and podman:
             how = pods.create_pod(client, plan.stack, op.name, pod)
-            report.add(f"pod {op.name}: created (keep-id; {how})")
+            report.add(f"pod {op.name}: created ({how})")
         elif op.action is Action.CREATE_NETWORK:
             call(functools.partial(client.api.create_network, op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project}))
             report.add(f"network {op.name}: created")
@@ -403,7 +403,7 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: P
         from devbox.stack import pods
 
         cid = pods.create_container(client, pod, stack, op.service, op.config_hash)
-        pods.start(client, op.service, cid)
+        pods.start(client, op.service, cid, pod.keep_id)
     else:
         args = create_args(client, stack, op.service, op.config_hash)
         created: dict[str, Any] = call(lambda: client.api.create_container(**args))

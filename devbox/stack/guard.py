@@ -80,19 +80,18 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User,
 
 def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.EngineInfo, str]:
     """The engine, and the project's ``[ownership] strategy`` on it, which must work there; on Podman,
-    ``up`` runs rootless with keep-id (:mod:`devbox.stack.pods`)."""
+    ``up`` runs rootless with keep-id, rootful with idmapped binds (:mod:`devbox.stack.pods`)."""
     from devbox.stack.views import choose_for_engine
 
     info = engine.inspect_engine(client, brief=True)  # the kind and what up needs, no more (Podman's info is slow)
     choice = choose_for_engine(info, project)
     if isinstance(choice, Refusal):
         raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
-    if info.product == "podman" and choice.strategy != "keep-id":
+    if info.product == "podman" and choice.strategy not in ("keep-id", "idmap"):
         raise DevboxError(
-            f"devbox up runs on rootless Podman with keep-id; {info.label} at {info.host} would need "
-            f"strategy {choice.strategy} (per-mount idmap: crun, or runc 1.2 or newer), not built yet",
-            hint="run devbox as your own user against rootless Podman (its socket: systemctl --user start "
-                 "podman.socket), or run the stack on Docker")
+            f"devbox up runs on rootless Podman with keep-id and on rootful Podman with idmapped binds; "
+            f"{info.label} at {info.host} would need strategy {choice.strategy}",
+            hint="set [ownership] strategy = \"auto\" in devbox.toml")
     return info, choice.strategy
 
 

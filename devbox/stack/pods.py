@@ -43,9 +43,19 @@ class Pod:
     gid: int
     network: str = spec.NETWORK_NONE  # the pod's network when it is created (devbox.core.pods.pod_network)
     image_users: Mapping[str, str] = dataclasses.field(default_factory=dict)  # image ref -> its Config.User
+    keep_id: bool = True  # rootless Podman; False: rootful Podman, idmapped binds
+    # rootful: (service, source, target) -> the bind's idmap option (devbox.core.views.podman_idmap)
+    idmaps: Mapping[tuple[str, str, str], str] = dataclasses.field(default_factory=dict)
 
     def user_of(self, svc: Service) -> str:
+        """Who ``svc`` runs as: keep-id's choice (:func:`devbox.core.pods.run_as`); on rootful Podman its
+        own ``user`` or its image's (empty)."""
+        if not self.keep_id:
+            return svc.user or ""
         return spec.run_as(svc, self.uid, self.gid, self.image_users.get(svc.image, ""))
+
+    def idmaps_of(self, svc: Service) -> dict[tuple[str, str], str]:
+        return {(source, target): option for (name, source, target), option in self.idmaps.items() if name == svc.name}
 
 
 def hosts_path(paths: Paths, project: str) -> Path:
@@ -65,13 +75,14 @@ def tun_usable() -> bool:
     return True
 
 
-def network(available: tuple[str, ...]) -> str:
+def network(available: tuple[str, ...], rootful: bool = False) -> str:
     """The network a pod made now gets (``available``: what the engine reports, best first)."""
-    return spec.pod_network(available, tun_usable())
+    return spec.pod_network(available, not rootful and tun_usable(), rootful)
 
 
 def prepare(paths: Paths, stack: Stack, uid: int, gid: int, image_users: Mapping[str, str],
-            network: str = spec.NETWORK_NONE) -> Pod:
+            network: str = spec.NETWORK_NONE, *, keep_id: bool = True,
+            idmaps: Mapping[tuple[str, str, str], str] | None = None) -> Pod:
     """Write the stack's hosts file (0644: every container user reads it; its directory is yours, 0700)."""
     hosts = hosts_path(paths, stack.project)
     private_dir(hosts.parent)
@@ -82,7 +93,7 @@ def prepare(paths: Paths, stack: Stack, uid: int, gid: int, image_users: Mapping
         current = None
     if current != text:
         write_atomic(hosts, text, mode=0o644)
-    return Pod(hosts, uid, gid, network, dict(image_users))
+    return Pod(hosts, uid, gid, network, dict(image_users), keep_id, dict(idmaps or {}))
 
 
 def _listed(client: docker.DockerClient, project: str) -> dict[str, str]:
@@ -111,10 +122,12 @@ def renew(client: docker.DockerClient, stack: Stack, network: str) -> bool:
 
 def create_pod(client: docker.DockerClient, stack: Stack, name: str, pod: Pod | None) -> str:
     network = pod.network if pod is not None else spec.NETWORK_NONE
-    libpod.request(client, "POST", "/pods/create", json=spec.pod_spec(stack, name, network))
+    keep_id = pod is None or pod.keep_id
+    libpod.request(client, "POST", "/pods/create", json=spec.pod_spec(stack, name, network, keep_id))
+    how = "keep-id" if keep_id else "idmapped binds"
     if network == spec.NETWORK_NONE:
-        return "network: none (no usable pasta or slirp4netns: services reach each other, not the internet)"
-    return f"network: {network}"
+        return f"{how}; network: none (no usable pasta or slirp4netns: services reach each other, not the internet)"
+    return f"{how}; network: {network}"
 
 
 def remove_pod(client: docker.DockerClient, name: str) -> None:
@@ -126,7 +139,8 @@ def remove_pod(client: docker.DockerClient, name: str) -> None:
 
 
 def create_container(client: docker.DockerClient, pod: Pod, stack: Stack, svc: Service, config_hash: str) -> str:
-    body = spec.container_spec(stack, svc, config_hash, pod=stack.network, hosts=str(pod.hosts), user=pod.user_of(svc))
+    body = spec.container_spec(stack, svc, config_hash, pod=stack.network, hosts=str(pod.hosts), user=pod.user_of(svc),
+                               keep_id=pod.keep_id, idmaps=pod.idmaps_of(svc))
     created: dict[str, Any] = libpod.request(client, "POST", "/containers/create", json=body)
     return str(created["Id"])
 
@@ -168,12 +182,12 @@ def image_user(client: docker.DockerClient, ref: str) -> str:
 SLOW_START_S = 1.5
 
 
-def start(client: docker.DockerClient, svc: Service, cid: str) -> float:
+def start(client: docker.DockerClient, svc: Service, cid: str, keep_id: bool = True) -> float:
     """Start ``cid``, saying so when it takes long: the first keep-id start of an image makes Podman copy
     and chown its layers (podman#11220), seconds for a big image, once.  Returns the seconds taken."""
     started = time.monotonic()
-    timer = threading.Timer(SLOW_START_S, lambda: console.info(
-        f"service {svc.name}: starting; Podman prepares {svc.image} for keep-id on its first start (once per image) …"))
+    why = f"Podman prepares {svc.image} for keep-id on its first start (once per image)" if keep_id else "slow"
+    timer = threading.Timer(SLOW_START_S, lambda: console.info(f"service {svc.name}: starting; {why} …"))
     timer.daemon = True
     timer.start()
     try:

@@ -17,7 +17,16 @@ from devbox import console
 from devbox.core.idmap import predict_map
 from devbox.core.model import Project, RemapPolicy, Stack
 from devbox.core.ownership import Choice, Refusal, choose_strategy
-from devbox.core.views import STRATEGIES_WITH_VIEWS, ViewPlan, apply_views, needs_user, parse_user, plan_views, writable_binds
+from devbox.core.views import (
+    STRATEGIES_WITH_VIEWS,
+    ViewPlan,
+    apply_views,
+    needs_user,
+    parse_user,
+    plan_views,
+    podman_idmap,
+    writable_binds,
+)
 from devbox.engine.client import EngineInfo
 from devbox.engine.errors import call
 from devbox.errors import DevboxError, EngineError
@@ -42,6 +51,12 @@ class Views:
     plan: ViewPlan
     stack: Stack  # the stack with viewed binds pointing at their staging paths
     missing_helper: str | None = None  # why views cannot be made (then ``stack`` is the plain one)
+    # rootful Podman makes them itself (crun's idmap bind option): no helper, ``stack`` is the plain one
+    engine_made: bool = False
+
+    def podman_idmaps(self) -> dict[tuple[str, str, str], str]:
+        """Each view as rootful Podman's bind option: (service, source, target) -> ``idmap=…``."""
+        return {(v.service, v.source, v.target): podman_idmap(v.owner, v.writer) for v in self.plan.views}
 
     def to_json(self) -> list[dict[str, object]]:
         return [v.to_json() for v in self.plan.views]
@@ -112,8 +127,9 @@ def container_users(client: docker.DockerClient, stack: Stack, strategy: str,
 
 
 def plan_stack_views(client: docker.DockerClient, stack: Stack, strategy: str, user: User, paths: Paths,
-         present: Mapping[str, bool]) -> Views:
-    """The views ``stack`` needs under ``strategy`` for ``user``, and the stack that uses them."""
+         present: Mapping[str, bool], engine_kind: str = "") -> Views:
+    """The views ``stack`` needs under ``strategy`` for ``user``, and the stack that uses them (on
+    rootful Podman, which makes them itself, the same stack: :meth:`Views.podman_idmaps`)."""
     if strategy not in STRATEGIES_WITH_VIEWS or not any(writable_binds(s) for s in stack.services):
         return Views(strategy, ViewPlan(), stack)
     users = container_users(client, stack, strategy, present)
@@ -124,8 +140,8 @@ def plan_stack_views(client: docker.DockerClient, stack: Stack, strategy: str, u
                [(e.start, e.count) for e in {*subgid.owned_by(user.name), *subgid.owned_by(user.group)}])
     vp = plan_views(stack, strategy, (user.uid, user.gid), users,
                     predict_map(uid_entries), predict_map(gid_entries), allowed)
-    if not vp.views:
-        return Views(strategy, vp, stack)
+    if not vp.views or engine_kind == "podman-rootful":
+        return Views(strategy, vp, stack, engine_made=engine_kind == "podman-rootful")
     why = helper.helper_status()
     if why is not None:
         return Views(strategy, vp, stack, missing_helper=why)
@@ -157,7 +173,7 @@ def guard_views(views: Views, project: Project) -> None:
 
 def ensure_views(views: Views) -> None:
     """Make or adopt every view before any container that uses one is created or started."""
-    if views.missing_helper is None and views.plan.views:
+    if views.missing_helper is None and views.plan.views and not views.engine_made:
         # services that see one directory through one map share one mount
         unique = list({v.name: v for v in views.plan.views}.values())
         adopted = sum(1 for r in helper.make_views(unique) if r.get("adopted"))

@@ -178,3 +178,132 @@ class RootlessPodman:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         else:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _has_cap_sys_resource() -> bool:
+    """Can this process raise rlimits (rootful Podman's defaults are higher than this machine's root may set)?"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & (1 << 24))
+    return False
+
+
+class RootfulPodman:
+    """A rootful ``podman system service`` with its own storage, runtime dir, socket and network, under
+    the test state dir (in memory, see tests/run): the machine's own Podman state is never touched.
+
+    What this machine needs (ENVIRONMENT.md, and checked here): crun, which makes idmapped binds (runc
+    1.1 does not), refuses cgroups v1 *hybrid* while the v2 hierarchy holds a controller (here: hugetlb).
+    The service runs in a private mount namespace that mounts each such controller on a v1 hierarchy of
+    its own: the kernel moves the controller there for as long as the mount stands, the v2 hierarchy is
+    left without controllers, and crun runs.  The mount goes with the service.  And root here lacks
+    CAP_SYS_RESOURCE, so containers get rlimits no higher than ours.  A user's machine (cgroups v2,
+    systemd) needs none of this.
+
+    The network is a CNI bridge of its own (``dbxpod-SESSION``, a free 172.31.N.0/24, its IPAM state
+    beside the storage), named as Podman's default network."""
+
+    def __init__(self, name: str = "rootful") -> None:
+        from .daemon import STATE
+
+        self.name = f"{name}-{SESSION}"
+        self.base = STATE / f"podman-{self.name}"
+        self.socket = self.base / "podman.sock"
+        self.log = self.base / "service.log"
+        self.bridge = f"dbxpod-{SESSION}"[:15]
+        self.network = f"devbox-test-{self.name}"
+        self.service: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CONTAINERS_CONF": str(self.base / "containers.conf"),
+                "CONTAINERS_STORAGE_CONF": str(self.base / "storage.conf"), "TMPDIR": str(self.base / "tmp")}
+
+    def podman(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, timeout=timeout,
+                              env={**os.environ, **self.env})
+
+    @staticmethod
+    def v2_controllers() -> list[str]:
+        """Controllers the cgroup v2 hierarchy holds on a v1 hybrid host (crun refuses while there are any)."""
+        unified = Path("/sys/fs/cgroup/unified/cgroup.controllers")
+        return unified.read_text().split() if unified.exists() else []
+
+    def _write_config(self) -> None:
+        from .daemon import _free_subnet
+
+        shutil.rmtree(self.base, ignore_errors=True)
+        for d in ("tmp", "cni", "ipam", "libpod"):
+            (self.base / d).mkdir(parents=True, exist_ok=True)
+        gateway = _free_subnet()  # 172.31.N.1/24: the bridge is made with it now, so nothing else takes it
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", gateway, "dev", self.bridge], check=True)
+        subnet = gateway.rsplit(".", 1)[0] + ".0/24"
+        limits = "" if _has_cap_sys_resource() else 'default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+        (self.base / "containers.conf").write_text(
+            f'[engine]\nruntime = "crun"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+            f'tmp_dir = "{self.base / "libpod"}"\n\n[containers]\n{limits}\n'
+            f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{self.base / "cni"}"\n'
+            f'default_network = "{self.network}"\ndefault_subnet = "{subnet}"\n')
+        (self.base / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{self.base / "storage"}"\nrunroot = "{self.base / "run"}"\n')
+        conflist = {"cniVersion": "0.4.0", "name": self.network, "plugins": [
+            {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "dataDir": str(self.base / "ipam"), "routes": [{"dst": "0.0.0.0/0"}],
+                      "ranges": [[{"subnet": subnet, "gateway": gateway.split("/")[0]}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall"}, {"type": "tuning"}]}
+        import json
+
+        (self.base / "cni" / f"{self.network}.conflist").write_text(json.dumps(conflist, indent=1))
+
+    def start(self, timeout: float = 30) -> None:
+        self._write_config()
+        hierarchies = self.base / "cgroup-v1"
+        script = "set -e\n" + "".join(
+            f'mkdir -p "{hierarchies}/{c}"; mount -t cgroup -o {c} devbox-test "{hierarchies}/{c}"\n'
+            for c in self.v2_controllers()) + f'exec podman system service --time=0 "{self.host}"\n'
+        with open(self.log, "ab") as log:
+            self.service = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                            env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run(["curl", "-sf", "--unix-socket", str(self.socket), "http://d/_ping"], capture_output=True)
+            if r.returncode == 0:
+                return
+            if self.service.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"rootful podman service did not come up:\n{self.log.read_text()[-2000:]}")
+
+    def allow(self, uid: int) -> None:
+        """Let ``uid`` use the socket (what membership of a group the socket belongs to gives on a real host)."""
+        os.chown(self.socket, 0, uid)
+        self.socket.chmod(0o660)
+
+    def import_base(self, release: str = "bookworm") -> None:
+        self.podman("import", str(tarball(release)), f"docker.io/library/debian:{release}-slim")
+
+    def destroy(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            self.podman("pod", "rm", "--all", "--force", "--time", "0", check=False, timeout=120)
+            self.podman("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
+            os.killpg(self.service.pid, 15)
+            try:
+                self.service.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.service.pid, 9)
+                self.service.wait()
+        # conmon and containers outlive the service: kill what names this storage
+        subprocess.run(["pkill", "-9", "-f", str(self.base)], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        for mnt in sorted((m.split()[4] for m in Path("/proc/self/mountinfo").read_text().splitlines()
+                           if m.split()[4].startswith(str(self.base))), reverse=True):
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""Rootful Podman, for real: detected, the idmap strategy chosen and proven by the probe (its directory
+an idmapped bind, as the work dir of `up`'s services is), and `up`/`exec`/`ps`/`doctor`/`down` as a pod
+whose work-dir binds crun idmaps: what container root writes there is the user's, and no other
+container user can create files there.  devbox runs as the test user, who may use the socket (what a
+group on the socket gives on a real host).  How crun is made to run on this cgroups v1 hybrid host:
+:class:`harness.podman.RootfulPodman`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.ids import TEST_UID
+from harness.podman import RootfulPodman
+
+from .test_idmap import project
+from .test_stack import HOME, USER, ok, owners
+
+
+@pytest.fixture
+def rootful(test_user: dict[str, object]) -> Iterator[RootfulPodman]:
+    for tool in ("podman", "crun"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed (tests/run installs podman and crun)", pytrace=False)
+    p = RootfulPodman()
+    try:
+        p.start()
+        p.allow(TEST_UID)
+        p.import_base("bookworm")
+        yield p
+    finally:
+        p.destroy()
+
+
+def run(p: RootfulPodman, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": HOME, "COLUMNS": "200", "LANG": "C.UTF-8", "DOCKER_HOST": p.host}
+    argv = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--", sys.executable, "-m", "devbox", *args]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def _findings(stdout: str) -> dict[str, dict[str, object]]:
+    return {f["id"]: f for f in json.loads(stdout)["findings"]}
+
+
+def test_rootful_podman_runs_the_stack_with_idmapped_binds_proven_by_the_probe(rootful: RootfulPodman) -> None:
+    p = rootful
+    root = project("rootfulpod")
+
+    r = run(p, root, "remap", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["engine"]["kind"] == "podman-rootful"
+    assert report["strategy"] == {"name": "idmap", "why": "chosen for this engine (auto)", "setting": "auto"}
+    found = _findings(r.stdout)
+    # the probe wrote through an idmapped bind as container root: the file is the user's; its process is
+    # host root (idmap fixes ownership, it does not isolate), with no user namespace
+    for fid in ("probe.file-owner", "probe.process", "probe.uid-map"):
+        assert found[fid]["status"] == "ok", found[fid]
+    assert f"host uid {TEST_UID}, gid {TEST_UID}" in str(found["probe.file-owner"]["evidence"])
+    assert "host uid 0" in str(found["probe.process"]["evidence"])
+    assert not Path("/etc/docker/daemon.json").exists() or "userns-remap" not in Path("/etc/docker/daemon.json").read_text()
+
+    r = ok(run(p, root, "up", "-d"))
+    assert "pod devbox-rootfulpod: created (idmapped binds; network: bridge)" in r.stdout + r.stderr
+    ps = json.loads(ok(run(p, root, "ps", "--json")).stdout)
+    assert ps["engine"]["kind"] == "podman-rootful" and ps["engine"]["strategy"] == "idmap"
+    assert ps["engine"]["processes_run_as"] == "host root"
+    assert {v["service"] for v in ps["engine"]["views"]} == {"editor", "runtime"}
+    rows = {s["service"]: s for s in ps["services"]}
+    assert {k: rows[k]["state"] for k in rows} == {"editor": "running", "runtime": "running"}
+    assert rows["editor"]["userns_mode"] == "host (pod; idmapped binds)"
+
+    # container root writes the user's files; it sees them as its own
+    ok(run(p, root, "exec", "editor", "--", "sh", "-c", "echo hi > /work/from-root && mkdir -p /work/dir/sub"))
+    listing = ok(run(p, root, "exec", "runtime", "--", "stat", "-c", "%u:%g", "/work/from-root", "/work/devbox.toml")).stdout
+    assert listing.split() == ["0:0", "0:0"]
+    # another container user has no mapping on the bind: it cannot create files there (no leak by design)
+    r = run(p, root, "exec", "runtime", "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
+            "touch", "/work/from-1000")
+    assert r.returncode != 0 and "Value too large" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (root / "from-1000").exists()
+    assert (root / "from-root").stat().st_uid == TEST_UID and (root / "dir" / "sub").stat().st_uid == TEST_UID
+    assert owners(root) == {}
+
+    r = run(p, root, "doctor", "--json")
+    doctor = _findings(r.stdout)
+    assert doctor["engine.kind"]["status"] == "ok"
+    assert "ownership strategy: idmap" in str(doctor["engine.kind"]["evidence"])
+    assert doctor["idmap.helper"]["status"] == "skip" and "rootful Podman makes idmapped binds itself" in str(
+        doctor["idmap.helper"]["evidence"])
+    assert doctor["probe.file-owner"]["status"] == "ok"
+    assert not [f for f in doctor.values() if f["status"] == "fail"], r.stdout
+
+    ok(run(p, root, "down"))
+    assert p.podman("pod", "ls", "-q").stdout.strip() == ""
+    assert p.podman("ps", "-aq").stdout.strip() == ""
+    assert owners(root) == {}
