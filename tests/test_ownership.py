@@ -265,3 +265,14 @@ def test_up_knows_a_local_podman_without_its_slow_info(tmp_path: Path, monkeypat
         assert _podman_brief(headers) is None  # not a local socket: the engine is asked
     finally:
         server.close()
+
+
+def test_idmap_on_rootful_podman_needs_crun_which_honours_idmapped_binds() -> None:
+    from devbox.core.ownership import idmap_runtime_refusal
+
+    assert idmap_runtime_refusal("podman-rootful", "idmap", "crun") is None
+    assert idmap_runtime_refusal("podman-rootful", "idmap", "") is None  # not asked: the probe still tells
+    assert idmap_runtime_refusal("docker-rootful", "idmap", "runc") is None  # Docker's views are the helper's mounts
+    refused = idmap_runtime_refusal("podman-rootful", "idmap", "runc")
+    assert refused is not None and "ignores idmapped binds" in refused.message
+    assert refused.fix == 'install crun and set runtime = "crun" under [engine] in /etc/containers/containers.conf'

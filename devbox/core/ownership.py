@@ -69,6 +69,16 @@ WHY_NOT.update({
 })
 
 
+def idmap_runtime_refusal(kind: str, strategy: str, runtime: str) -> Refusal | None:
+    """On rootful Podman, idmap needs crun: runc before 1.2 *ignores* the ``idmap=`` bind option, and
+    container root then writes root's files (seen on runc 1.1.5).  ``runtime`` "" (not known): None."""
+    if kind != "podman-rootful" or strategy != "idmap" or not runtime or runtime.startswith("crun"):
+        return None
+    return Refusal(f"rootful Podman here runs containers with {runtime}, which ignores idmapped binds (runc before "
+                   "1.2 does so silently): files services write would be root's",
+                   'install crun and set runtime = "crun" under [engine] in /etc/containers/containers.conf')
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
     strategy: str

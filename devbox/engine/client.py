@@ -120,6 +120,7 @@ class EngineInfo:
     image_store: str = "graphdriver"  # or "containerd" (the containerd image store, Docker 24+; default in 29)
     # Podman only: the user-mode networks it can give a rootless pod ("pasta", "slirp4netns"), best first
     podman_networks: tuple[str, ...] = ()
+    oci_runtime: str = ""  # Podman's OCI runtime (crun, runc), from /libpod/info; "" when not asked
 
     @property
     def major(self) -> int | None:
@@ -240,6 +241,7 @@ def _podman_info(host_api_version: str, libpod: dict[str, Any]) -> EngineInfo:
         podman_uid_map=_podman_map(maps.get("uidmap")),
         podman_gid_map=_podman_map(maps.get("gidmap")),
         podman_networks=tuple(n for n in ("pasta", "slirp4netns") if (host.get(n) or {}).get("executable")),
+        oci_runtime=str(runtime or ""),
     )
 
 

@@ -29,7 +29,7 @@ from devbox.core.idmap import (
     seed_style,
     sub_bounds,
 )
-from devbox.core.ownership import Choice, Expectation, Refusal, choose_strategy, expect
+from devbox.core.ownership import Choice, Expectation, Refusal, choose_strategy, expect, idmap_runtime_refusal
 from devbox.core.views import podman_idmap
 from devbox.engine.client import EngineInfo
 from devbox.engine.endpoint import find_endpoint, guess_kind
@@ -497,6 +497,8 @@ def assess_kind(state: HostState) -> Finding:
         return Finding("engine.kind", "skip", (state.engine_error or "engine not checked",))
     ev = (f"{e.host}: {e.label}", f"engine kind: {e.kind}")
     c = state.choice
+    if isinstance(c, Choice) and (runtime := idmap_runtime_refusal(e.kind, c.strategy, e.oci_runtime)) is not None:
+        c = runtime
     if isinstance(c, Refusal):
         return Finding("engine.kind", "fail", ev + (c.message,), c.fix)
     how = {

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from devbox import console
 from devbox.core.model import Project, RemapPolicy
-from devbox.core.ownership import Refusal
+from devbox.core.ownership import Refusal, idmap_runtime_refusal
 from devbox.engine import client as engine
 from devbox.errors import DevboxError, HostError
 from devbox.host import observe
@@ -87,6 +87,12 @@ def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.
     choice = choose_for_engine(info, project)
     if isinstance(choice, Refusal):
         raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
+    if info.kind == "podman-rootful" and choice.strategy == "idmap":
+        # the one thing brief detection does not know, and idmap's binds depend on: the OCI runtime
+        info = dataclasses.replace(info, oci_runtime=engine.inspect_engine(client).oci_runtime)
+        refused = idmap_runtime_refusal(info.kind, choice.strategy, info.oci_runtime)
+        if refused is not None:
+            raise DevboxError(f"{info.label} at {info.host}: {refused.message}", hint=refused.fix)
     if info.product == "podman" and choice.strategy not in ("keep-id", "idmap"):
         raise DevboxError(
             f"devbox up runs on rootless Podman with keep-id and on rootful Podman with idmapped binds; "

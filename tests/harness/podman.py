@@ -213,6 +213,7 @@ class RootfulPodman:
         self.bridge = f"dbxpod-{SESSION}"[:15]
         self.network = f"devbox-test-{self.name}"
         self.service: subprocess.Popen[bytes] | None = None
+        self.allowed: int | None = None
 
     @property
     def host(self) -> str:
@@ -264,6 +265,27 @@ class RootfulPodman:
 
     def start(self, timeout: float = 30) -> None:
         self._write_config()
+        self._serve(timeout)
+
+    def use_runtime(self, runtime: str) -> None:
+        """Serve again with ``runtime`` as the OCI runtime (storage, images and network stay)."""
+        self._stop()
+        conf = self.base / "containers.conf"
+        conf.write_text("\n".join(f'runtime = "{runtime}"' if line.startswith("runtime =") else line
+                                  for line in conf.read_text().splitlines()) + "\n")
+        self._serve(30)
+
+    def _stop(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            os.killpg(self.service.pid, 15)
+            try:
+                self.service.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.service.pid, 9)
+                self.service.wait()
+        self.socket.unlink(missing_ok=True)
+
+    def _serve(self, timeout: float) -> None:
         hierarchies = self.base / "cgroup-v1"
         script = "set -e\n" + "".join(
             f'mkdir -p "{hierarchies}/{c}"; mount -t cgroup -o {c} devbox-test "{hierarchies}/{c}"\n'
@@ -276,6 +298,8 @@ class RootfulPodman:
         while time.monotonic() < deadline:
             r = subprocess.run(["curl", "-sf", "--unix-socket", str(self.socket), "http://d/_ping"], capture_output=True)
             if r.returncode == 0:
+                if self.allowed is not None:
+                    self.allow(self.allowed)
                 return
             if self.service.poll() is not None:
                 break
@@ -284,6 +308,7 @@ class RootfulPodman:
 
     def allow(self, uid: int) -> None:
         """Let ``uid`` use the socket (what membership of a group the socket belongs to gives on a real host)."""
+        self.allowed = uid
         os.chown(self.socket, 0, uid)
         self.socket.chmod(0o660)
 
@@ -294,12 +319,7 @@ class RootfulPodman:
         if self.service is not None and self.service.poll() is None:
             self.podman("pod", "rm", "--all", "--force", "--time", "0", check=False, timeout=120)
             self.podman("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
-            os.killpg(self.service.pid, 15)
-            try:
-                self.service.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.service.pid, 9)
-                self.service.wait()
+        self._stop()
         # conmon and containers outlive the service: kill what names this storage
         subprocess.run(["pkill", "-9", "-f", str(self.base)], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)

@@ -24,7 +24,7 @@ from .test_idmap import project
 from .test_stack import HOME, USER, ok, owners
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def rootful(test_user: dict[str, object]) -> Iterator[RootfulPodman]:
     for tool in ("podman", "crun"):
         if shutil.which(tool) is None:
@@ -102,3 +102,29 @@ def test_rootful_podman_runs_the_stack_with_idmapped_binds_proven_by_the_probe(r
     assert p.podman("pod", "ls", "-q").stdout.strip() == ""
     assert p.podman("ps", "-aq").stdout.strip() == ""
     assert owners(root) == {}
+
+
+def test_on_runc_which_ignores_idmapped_binds_up_refuses_and_doctor_and_the_probe_say_so(rootful: RootfulPodman) -> None:
+    # runc 1.1 silently ignores the idmap bind option: container root would write root's files
+    p = rootful
+    p.use_runtime("runc")
+    try:
+        _runc_is_refused(p)
+    finally:
+        p.use_runtime("crun")
+
+
+def _runc_is_refused(p: RootfulPodman) -> None:
+    root = project("rootfulrunc")
+    r = run(p, root, "up", "-d")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("devbox: error: Podman ") and "runs containers with runc, which ignores idmapped binds" in r.stderr
+    assert "set runtime = \"crun\" under [engine]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert p.podman("ps", "-aq").stdout.strip() == ""
+    r = run(p, root, "doctor", "--json")
+    doctor = _findings(r.stdout)
+    assert doctor["engine.kind"]["status"] == "fail" and "runc" in str(doctor["engine.kind"]["evidence"])
+    # the probe shows what runc does: its file is host root's
+    assert doctor["probe.file-owner"]["status"] == "fail", doctor["probe.file-owner"]
+    assert "host uid 0, gid 0" in str(doctor["probe.file-owner"]["evidence"])
+    assert r.returncode != 0
