@@ -107,7 +107,9 @@ def render_report(state: HostState, findings: list[Finding], verbose: bool) -> N
             console.info("or leave this dockerd unremapped: idmapped views make the files containers write yours "
                          "without it (sudo devbox idmap --install, then devbox idmap; README: Idmapped views)")
         return
-    who = {"keep-id": "your own uid in the container is you", "rootless": "container root is you"}.get(strategy or "", "")
+    who = {"keep-id": "your own uid in the container is you", "rootless": "container root is you",
+           "idmap": "what container root writes through an idmapped bind is yours (its processes are host root)",
+           }.get(strategy or "", "")
     console.say(f"{strategy} proven: {who}" if ok and state.probe else
                 f"{strategy} looks right (probe skipped)" if ok else
                 "not working — each failed check above says how to fix it",

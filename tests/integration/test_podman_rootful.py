@@ -65,6 +65,11 @@ def test_rootful_podman_runs_the_stack_with_idmapped_binds_proven_by_the_probe(r
         assert found[fid]["status"] == "ok", found[fid]
     assert f"host uid {TEST_UID}, gid {TEST_UID}" in str(found["probe.file-owner"]["evidence"])
     assert "host uid 0" in str(found["probe.process"]["evidence"])
+    r = run(p, root, "remap")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "idmap proven: what container root writes through an idmapped bind is yours" in r.stdout
+    r = run(p, root, "remap", "--apply")  # nothing to write for Podman: no root needed, no daemon.json
+    assert r.returncode == 0, r.stdout + r.stderr
     assert not Path("/etc/docker/daemon.json").exists() or "userns-remap" not in Path("/etc/docker/daemon.json").read_text()
 
     r = ok(run(p, root, "up", "-d"))
