@@ -134,13 +134,7 @@ class RootlessPodman:
         raise RuntimeError(f"podman service for {self.name} did not come up:\n{self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.service is not None and self.service.poll() is None:
-            os.killpg(self.service.pid, 15)
-            try:
-                self.service.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.service.pid, 9)
-                self.service.wait()
+        stop_service(self.service)
         self.service = None
 
     def import_base_images(self, releases: tuple[str, ...] = ("bookworm",)) -> None:
@@ -178,6 +172,17 @@ class RootlessPodman:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         else:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def stop_service(service: subprocess.Popen[bytes] | None) -> None:
+    """TERM a ``podman system service`` (its process group), KILL it after 10 s."""
+    if service is not None and service.poll() is None:
+        os.killpg(service.pid, 15)
+        try:
+            service.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, 9)
+            service.wait()
 
 
 def _has_cap_sys_resource() -> bool:
@@ -276,13 +281,7 @@ class RootfulPodman:
         self._serve(30)
 
     def _stop(self) -> None:
-        if self.service is not None and self.service.poll() is None:
-            os.killpg(self.service.pid, 15)
-            try:
-                self.service.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.service.pid, 9)
-                self.service.wait()
+        stop_service(self.service)
         self.socket.unlink(missing_ok=True)
 
     def _serve(self, timeout: float) -> None:
