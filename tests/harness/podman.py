@@ -102,6 +102,13 @@ class RootlessPodman:
         return subprocess.run(self.argv(["env", *extra, *argv]), capture_output=True, text=True, check=check,
                               timeout=timeout, env={k: v for k, v in os.environ.items() if k != "DOCKER_HOST"})
 
+    def popen(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """:meth:`run`, in the background."""
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        return subprocess.Popen(self.argv(["env", *extra, *argv]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL,
+                                env={k: v for k, v in os.environ.items() if k != "DOCKER_HOST"})
+
     def leftover_temp_files(self) -> list[str]:
         """What Podman left in the account's TMPDIR (a compatible-API image import leaves ``api_load.tar*``)."""
         return sorted(p.name for p in self.tmp.iterdir()) if self.tmp.is_dir() else []

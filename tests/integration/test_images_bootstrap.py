@@ -30,6 +30,26 @@ def empty_engine(sandboxed: None) -> Iterator[PrivateDaemon]:
     d.destroy()
 
 
+@pytest.fixture(scope="module")
+def podman_bootstrap(test_user: dict[str, object]) -> Iterator[tuple[RootlessPodman, subprocess.Popen[str], EtcSandbox]]:
+    """`devbox images --bootstrap bookworm` as a rootless Podman account, started with the module: it runs
+    beside the Docker bootstrap (each a real mmdebstrap, mostly waiting on Debian's mirrors)."""
+    sb = EtcSandbox("bootpodman")
+    p = RootlessPodman(sb, "devbox-booter", free_id(1750))
+    proc: subprocess.Popen[str] | None = None
+    try:
+        p.start()
+        proc = p.popen(sys.executable, "-m", "devbox", "images", "--bootstrap", "bookworm",
+                       env={"DOCKER_HOST": p.host, "COLUMNS": "200"})
+        yield p, proc, sb
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        p.destroy()
+        sb.close()
+
+
 def _project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     root.mkdir()
@@ -37,7 +57,9 @@ def _project(tmp_path: Path) -> Path:
     return root
 
 
-def test_bootstrap_on_docker_as_root(empty_engine: PrivateDaemon, tmp_path: Path) -> None:
+def test_bootstrap_on_docker_as_root(empty_engine: PrivateDaemon, tmp_path: Path,
+                                     podman_bootstrap: tuple[RootlessPodman, subprocess.Popen[str], EtcSandbox]) -> None:
+    # (podman_bootstrap: the rootless Podman bootstrap, the next test's, runs beside this one)
     d = empty_engine
     root = _project(tmp_path)
     env = {**d.env, "COLUMNS": "200", "HOME": str(tmp_path)}
@@ -68,28 +90,25 @@ def test_bootstrap_on_docker_as_root(empty_engine: PrivateDaemon, tmp_path: Path
         2, "devbox: error: 'Bookworm!' is not a Debian release name — e.g. bookworm, trixie, sid\n")
 
 
-def test_bootstrap_on_rootless_podman_as_the_user(etc_sandbox: EtcSandbox) -> None:
-    p = RootlessPodman(etc_sandbox, "devbox-booter", free_id(1750))
-    try:
-        p.start()
-        env = {"DOCKER_HOST": p.host, "COLUMNS": "200"}
-        r = p.run(sys.executable, "-m", "devbox", "images", "--bootstrap", "bookworm", env=env, timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "debian:bookworm-slim: imported in" in r.stderr
-        out = p.podman("run", "--rm", "debian:bookworm-slim", "cat", "/etc/debian_version").stdout
-        assert out.startswith("12.")
-        # imported through libpod's import, which removes its copy of the tarball (the compatible API's
-        # leaves a /var/tmp/api_load.tar* of every import behind)
-        assert p.leftover_temp_files() == []
+def test_bootstrap_on_rootless_podman_as_the_user(
+        podman_bootstrap: tuple[RootlessPodman, subprocess.Popen[str], EtcSandbox]) -> None:
+    p, proc, etc_sandbox = podman_bootstrap
+    env = {"DOCKER_HOST": p.host, "COLUMNS": "200"}
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stdout + stderr
+    assert "debian:bookworm-slim: imported in" in stderr
+    out = p.podman("run", "--rm", "debian:bookworm-slim", "cat", "/etc/debian_version").stdout
+    assert out.startswith("12.")
+    # imported through libpod's import, which removes its copy of the tarball (the compatible API's
+    # leaves a /var/tmp/api_load.tar* of every import behind)
+    assert p.leftover_temp_files() == []
 
-        # Docker's remap layout (NAME:UID:1 first) leaves mmdebstrap one id: refused before it starts
-        for f in ("/etc/subuid", "/etc/subgid"):
-            etc_sandbox.write(f, f"devbox-booter:{p.uid}:1\ndevbox-booter:400000:65536\n")
-        r = p.run(sys.executable, "-m", "devbox", "images", "--bootstrap", "--force", "bookworm", env=env)
-        assert r.returncode == 2, r.stdout + r.stderr
-        assert r.stderr == (
-            "devbox: error: mmdebstrap's unshare mode maps devbox-booter's first /etc/subuid range only, and "
-            f"/etc/subuid:1: devbox-booter:{p.uid}:1 has 1 id(s), not 65,536 (Docker's remap wants that line first) "
-            "— run it as root: sudo devbox images --bootstrap bookworm\n")
-    finally:
-        p.destroy()
+    # Docker's remap layout (NAME:UID:1 first) leaves mmdebstrap one id: refused before it starts
+    for f in ("/etc/subuid", "/etc/subgid"):
+        etc_sandbox.write(f, f"devbox-booter:{p.uid}:1\ndevbox-booter:400000:65536\n")
+    r = p.run(sys.executable, "-m", "devbox", "images", "--bootstrap", "--force", "bookworm", env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr == (
+        "devbox: error: mmdebstrap's unshare mode maps devbox-booter's first /etc/subuid range only, and "
+        f"/etc/subuid:1: devbox-booter:{p.uid}:1 has 1 id(s), not 65,536 (Docker's remap wants that line first) "
+        "— run it as root: sudo devbox images --bootstrap bookworm\n")
