@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,39 @@ import pytest
 from harness.ids import TEST_UID
 from harness.podman import RootfulPodman
 
-from .test_idmap import project
-from .test_stack import HOME, USER, ok, owners
+from .test_stack import HOME, USER, make_project, ok, owners
+
+# an editor and a runtime writing the work dir, and a web service published on a port the engine picks
+# (perl-base is in every Debian image: a one-line HTTP answer, no package installs)
+PROFILE = """\
+description = "rootful Podman: two writers of the work dir and a published port"
+
+[services.editor]
+image = "debian:bookworm-slim"
+command = ["sleep", "infinity"]
+working_dir = "/work"
+
+[services.runtime]
+image = "debian:bookworm-slim"
+command = ["sleep", "infinity"]
+working_dir = "/work"
+
+[services.web]
+image = "debian:bookworm-slim"
+ports = ["127.0.0.1::8000"]
+command = ["perl", "-MIO::Socket::INET", "-e", "$s = IO::Socket::INET->new(LocalPort => 8000, Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { print $c qq(HTTP/1.0 200 OK\\r\\n\\r\\nhello from the pod\\n); close $c }"]
+workdir = false
+"""
+
+
+def project(name: str) -> Path:
+    root = make_project(name, f'name = "{name}"\nprofile = "p"\n')
+    prof = root / ".devbox" / "profiles"
+    prof.mkdir(parents=True)
+    (prof / "p.toml").write_text(PROFILE)
+    for d in (root / ".devbox", prof, prof / "p.toml"):
+        os.chown(d, TEST_UID, TEST_UID)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +112,22 @@ def test_rootful_podman_runs_the_stack_with_idmapped_binds_proven_by_the_probe(r
     assert ps["engine"]["processes_run_as"] == "host root"
     assert {v["service"] for v in ps["engine"]["views"]} == {"editor", "runtime"}
     rows = {s["service"]: s for s in ps["services"]}
-    assert {k: rows[k]["state"] for k in rows} == {"editor": "running", "runtime": "running"}
+    assert {k: rows[k]["state"] for k in rows} == {"editor": "running", "runtime": "running", "web": "running"}
     assert rows["editor"]["userns_mode"] == "host (pod; idmapped binds)"
+    # the pod publishes web's port on Podman's bridge (CNI portmap), on a port the engine picked
+    (published,) = rows["web"]["ports"]
+    assert published.startswith("127.0.0.1:") and published.endswith("->8000/tcp"), rows["web"]
+    assert rows["editor"]["ports"] == []
+    port = int(published.split(":")[1].split("-")[0])
+    body = ""
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                body = resp.read().decode()
+            break
+        except OSError:
+            time.sleep(0.2)
+    assert body == "hello from the pod\n"
 
     # container root writes the user's files; it sees them as its own
     ok(run(p, root, "exec", "editor", "--", "sh", "-c", "echo hi > /work/from-root && mkdir -p /work/dir/sub"))
