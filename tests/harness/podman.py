@@ -226,6 +226,8 @@ class RootfulPodman:
         self.network = f"devbox-test-{self.name}"
         self.service: subprocess.Popen[bytes] | None = None
         self.allowed: int | None = None
+        self.cni_before: set[tuple[str, str]] = set()
+        self.cni_cache_before = True
 
     @property
     def host(self) -> str:
@@ -275,9 +277,46 @@ class RootfulPodman:
 
         (self.base / "cni" / f"{self.network}.conflist").write_text(json.dumps(conflist, indent=1))
 
+    # What CNI's firewall and portmap plugins add to the host's iptables and leave there (empty chains,
+    # and the rules jumping to them): removed after the run unless the machine had them before.
+    CNI_RULES = (("filter", "FORWARD", "-m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"),
+                 ("nat", "PREROUTING", "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"),
+                 ("nat", "OUTPUT", "-m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"),
+                 ("nat", "POSTROUTING", "-m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ"))
+    CNI_CHAINS = (("filter", "CNI-FORWARD"), ("filter", "CNI-ADMIN"), ("nat", "CNI-HOSTPORT-DNAT"),
+                  ("nat", "CNI-HOSTPORT-MASQ"), ("nat", "CNI-HOSTPORT-SETMARK"))
+
+    @staticmethod
+    def _cni_chains() -> set[tuple[str, str]]:
+        found = set()
+        for table in ("filter", "nat"):
+            listing = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+            found |= {(table, line.split()[1]) for line in listing.splitlines() if line.startswith("-N CNI-")}
+        return found
+
+    CNI_CACHE = Path("/var/lib/cni")  # libcni's result cache (Podman 4.3 does not move it)
+
     def start(self, timeout: float = 30) -> None:
+        self.cni_before = self._cni_chains()
+        self.cni_cache_before = self.CNI_CACHE.exists()
         self._write_config()
         self._serve(timeout)
+
+    def _remove_cni_rules(self) -> None:
+        import shlex
+
+        if not self.cni_cache_before:
+            for d in (self.CNI_CACHE / "results", self.CNI_CACHE / "networks", self.CNI_CACHE):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty: nothing of anyone else's goes
+        if self.CNI_CHAINS[0] in self.cni_before:
+            return  # the machine's own CNI (a Podman of its own) uses them
+        for table, chain, rule in self.CNI_RULES:
+            subprocess.run(["iptables", "-t", table, "-D", chain, *shlex.split(rule)], capture_output=True)
+        for table, chain in self.CNI_CHAINS:
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+        for table, chain in self.CNI_CHAINS:
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
     def use_runtime(self, runtime: str) -> None:
         """Serve again with ``runtime`` as the OCI runtime (storage, images and network stay)."""
@@ -329,6 +368,7 @@ class RootfulPodman:
         # conmon and containers outlive the service: kill what names this storage
         subprocess.run(["pkill", "-9", "-f", str(self.base)], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        self._remove_cni_rules()
         for mnt in sorted((m.split()[4] for m in Path("/proc/self/mountinfo").read_text().splitlines()
                            if m.split()[4].startswith(str(self.base))), reverse=True):
             subprocess.run(["umount", "-l", mnt], capture_output=True)
