@@ -23,7 +23,7 @@ import pytest
 from harness.daemon import RUN, SESSION, PrivateDaemon
 from harness.ids import OTHER_UID, TEST_UID
 
-from .test_stack import HOME, USER, make_project, ok, owners
+from .test_stack import HOME, USER, make_profile_project, make_project, ok, owners
 
 IDMAP_RUN = RUN / f"idmapd-{SESSION}"  # what PrivateDaemon.env gives every devbox run of the suite
 MOUNTS = IDMAP_RUN / "mounts"
@@ -87,14 +87,9 @@ def helper(test_user: dict[str, object], tmp_path_factory: pytest.TempPathFactor
     assert not (IDMAP_RUN / "idmapd.sock").exists()
 
 
-def project(name: str, runtime_user: str = "", strategy: str = "auto") -> Path:
-    root = make_project(name, f'name = "{name}"\nprofile = "p"\n\n[ownership]\nstrategy = "{strategy}"\n')
-    prof = root / ".devbox" / "profiles"
-    prof.mkdir(parents=True)
-    (prof / "p.toml").write_text(PROFILE.format(runtime_user=runtime_user))
-    for d in (root / ".devbox", prof, prof / "p.toml"):
-        os.chown(d, TEST_UID, TEST_UID)
-    return root
+def project(name: str, runtime_user: str = "", strategy: str = "auto", more_services: str = "") -> Path:
+    return make_profile_project(name, PROFILE.format(runtime_user=runtime_user) + more_services,
+                                f'\n[ownership]\nstrategy = "{strategy}"\n')
 
 
 def ask_as_user(req: dict[str, object], uid: int = TEST_UID) -> dict[str, object]:

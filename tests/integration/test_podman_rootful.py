@@ -22,23 +22,12 @@ import pytest
 from harness.ids import TEST_UID
 from harness.podman import RootfulPodman
 
-from .test_stack import HOME, USER, make_project, ok, owners
+from .test_idmap import project as idmap_project
+from .test_stack import HOME, USER, ok, owners
 
-# an editor and a runtime writing the work dir, and a web service published on a port the engine picks
-# (perl-base is in every Debian image: a one-line HTTP answer, no package installs)
-PROFILE = """\
-description = "rootful Podman: two writers of the work dir and a published port"
-
-[services.editor]
-image = "debian:bookworm-slim"
-command = ["sleep", "infinity"]
-working_dir = "/work"
-
-[services.runtime]
-image = "debian:bookworm-slim"
-command = ["sleep", "infinity"]
-working_dir = "/work"
-
+# test_idmap's editor and runtime (both write the work dir), and a web service published on a port the
+# engine picks (perl-base is in every Debian image: a one-line HTTP answer, no package installs)
+WEB = """
 [services.web]
 image = "debian:bookworm-slim"
 ports = ["127.0.0.1::8000"]
@@ -48,13 +37,7 @@ workdir = false
 
 
 def project(name: str) -> Path:
-    root = make_project(name, f'name = "{name}"\nprofile = "p"\n')
-    prof = root / ".devbox" / "profiles"
-    prof.mkdir(parents=True)
-    (prof / "p.toml").write_text(PROFILE)
-    for d in (root / ".devbox", prof, prof / "p.toml"):
-        os.chown(d, TEST_UID, TEST_UID)
-    return root
+    return idmap_project(name, more_services=WEB)
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,17 @@ def make_project(name: str, toml: str) -> Path:
     return root
 
 
+def make_profile_project(name: str, profile: str, extra_toml: str = "") -> Path:
+    """A project whose profile ``p`` is ``profile`` (in its ``.devbox/profiles``), all the test user's."""
+    root = make_project(name, f'name = "{name}"\nprofile = "p"\n{extra_toml}')
+    prof = root / ".devbox" / "profiles"
+    prof.mkdir(parents=True)
+    (prof / "p.toml").write_text(profile)
+    for d in (root / ".devbox", prof, prof / "p.toml"):
+        os.chown(d, UID, UID)
+    return root
+
+
 def devbox(engine: PrivateDaemon, cwd: Path, *args: str, as_user: str | None = USER, timeout: float = 1200,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the CLI as the test user (setpriv), or as root with SUDO_USER when ``as_user`` is None."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.daemon import PrivateDaemon
 
-from .test_stack import HOME, UID, USER, devbox, make_project, ok
+from .test_stack import HOME, UID, USER, devbox, make_profile_project, ok
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,13 +34,7 @@ workdir = false
 
 
 def _project(name: str, profile: str) -> Path:
-    root = make_project(name, f'name = "{name}"\nprofile = "p"\n')
-    prof = root / ".devbox" / "profiles"
-    prof.mkdir(parents=True)
-    (prof / "p.toml").write_text(profile)
-    for d in (root / ".devbox", prof, prof / "p.toml"):
-        os.chown(d, UID, UID)
-    return root
+    return make_profile_project(name, profile)
 
 
 def test_ps_on_a_daemon_without_remap_says_root_is_root(plain_engine: PrivateDaemon, test_user: dict[str, object]) -> None:
