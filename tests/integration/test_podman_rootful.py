@@ -29,7 +29,7 @@ from .test_stack import HOME, USER, ok, owners
 # engine picks (perl-base is in every Debian image: a one-line HTTP answer, no package installs)
 WEB = """
 [services.web]
-image = "debian:bookworm-slim"
+build = { path = "webimg" }
 ports = ["127.0.0.1::8000"]
 command = ["perl", "-MIO::Socket::INET", "-e", "$s = IO::Socket::INET->new(LocalPort => 8000, Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { print $c qq(HTTP/1.0 200 OK\\r\\n\\r\\nhello from the pod\\n); close $c }"]
 workdir = false
@@ -37,7 +37,13 @@ workdir = false
 
 
 def project(name: str) -> Path:
-    return idmap_project(name, more_services=WEB)
+    """The project, with web's image built from its own Dockerfile (a build through rootful Podman)."""
+    root = idmap_project(name, more_services=WEB)
+    (root / "webimg").mkdir()
+    (root / "webimg" / "Dockerfile").write_text("FROM debian:bookworm-slim\nRUN echo built by rootful Podman > /built\n")
+    for f in (root / "webimg", root / "webimg" / "Dockerfile"):
+        os.chown(f, TEST_UID, TEST_UID)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +108,19 @@ def test_rootful_podman_runs_the_stack_with_idmapped_binds_proven_by_the_probe(r
     assert published.startswith("127.0.0.1:") and published.endswith("->8000/tcp"), rows["web"]
     assert rows["editor"]["ports"] == []
     port = int(published.split(":")[1].split("-")[0])
-    body = ""
-    for _ in range(50):
+    answers: list[str] = []  # until the service answers (it may not listen yet), 30 s at most
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not answers or answers[-1] != "hello from the pod\n"):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-                body = resp.read().decode()
-            break
-        except OSError:
+                answers.append(resp.read().decode())
+        except OSError as exc:
+            answers.append(f"{type(exc).__name__}: {exc}")
             time.sleep(0.2)
-    assert body == "hello from the pod\n"
+    body = answers[-1] if answers else ""
+    assert body == "hello from the pod\n", (published, answers[:3], answers[-3:], p.podman("ps", "-a", check=False).stdout,
+                                             p.podman("logs", "devbox-rootfulpod-web", check=False).stdout)
+    assert ok(run(p, root, "exec", "web", "--", "cat", "/built")).stdout == "built by rootful Podman\n"
 
     # container root writes the user's files; it sees them as its own
     ok(run(p, root, "exec", "editor", "--", "sh", "-c", "echo hi > /work/from-root && mkdir -p /work/dir/sub"))
@@ -155,7 +165,7 @@ def _runc_is_refused(p: RootfulPodman) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("devbox: error: Podman ") and "runs containers with runc, which ignores idmapped binds" in r.stderr
     assert "set runtime = \"crun\" under [engine]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert p.podman("ps", "-aq").stdout.strip() == ""
+    assert p.podman("ps", "-aq", "--filter", "label=devbox.project=rootfulrunc").stdout.strip() == ""
     r = run(p, root, "doctor", "--json")
     doctor = _findings(r.stdout)
     assert doctor["engine.kind"]["status"] == "fail" and "runc" in str(doctor["engine.kind"]["evidence"])
