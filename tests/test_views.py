@@ -50,6 +50,15 @@ def test_idmap_refuses_a_writer_that_is_another_account_without_remap() -> None:
                           "you (1500) nor one of your subordinate ids, so devbox will not let it write as you",)
 
 
+def test_rootful_podman_binds_let_any_container_user_write_as_you() -> None:
+    # an idmapped bind lives only in the container's mount namespace: no host process of account 1000 can
+    # reach it (the helper's staging mounts are host mounts), so a devcontainer's remoteUser 1000 may write
+    vp = plan_views(_stack(Service("node", "img", mounts=(WORK,), user="1000")), "idmap", ME, {"node": (1000, 1000)},
+                    allowed=SUBS, any_writer=True)
+    assert vp.refused == ()
+    assert [(v.service, v.owner, v.writer) for v in vp.views] == [("node", ME, (1000, 1000))]
+
+
 def test_remap_views_only_the_non_root_writers_through_the_remap() -> None:
     stack = _stack(Service("editor", "img", mounts=(WORK,)), Service("runtime", "img", mounts=(WORK,), user="1000"),
                    Service("tool", "img", mounts=(WORK,), user="5", userns_mode="host", userns_reason="pid"))

@@ -112,6 +112,7 @@ def plan_views(
     uid_map: IdMap | None = None,
     gid_map: IdMap | None = None,
     allowed: tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]] | None = None,
+    any_writer: bool = False,
 ) -> ViewPlan:
     """The views ``stack`` needs under ``strategy``.
 
@@ -119,7 +120,9 @@ def plan_views(
     name); a service missing there runs as root.  ``uid_map``/``gid_map``: the remap (container ->
     host) under ``remap``; ``None`` under ``idmap`` (container ids are host ids).  ``allowed``: the
     owner's subordinate (uid, gid) ranges ``(start, count)``, which a writer may be besides root and
-    the owner (:mod:`devbox.idmapd.rules` applies the same rule).
+    the owner (:mod:`devbox.idmapd.rules` applies the same rule).  ``any_writer``: no such rule, for
+    views that exist only inside a container's mount namespace (rootful Podman's idmapped binds): no
+    host process of another account can reach them, unlike the helper's staging mounts.
     """
     if strategy not in STRATEGIES_WITH_VIEWS:
         return ViewPlan()
@@ -141,7 +144,7 @@ def plan_views(
                 continue
         else:
             wuid, wgid = cuid, cgid
-        why = _not_allowed(owner, (wuid, wgid), allowed)
+        why = None if any_writer else _not_allowed(owner, (wuid, wgid), allowed)
         if why is not None:
             refused.append(f"service {svc.name} runs as container {cuid}:{cgid}, host {wuid}:{wgid}: {why}")
             continue

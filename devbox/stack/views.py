@@ -139,7 +139,7 @@ def plan_stack_views(client: docker.DockerClient, stack: Stack, strategy: str, u
     allowed = ([(e.start, e.count) for e in subuid.owned_by(user.name)],
                [(e.start, e.count) for e in {*subgid.owned_by(user.name), *subgid.owned_by(user.group)}])
     vp = plan_views(stack, strategy, (user.uid, user.gid), users,
-                    predict_map(uid_entries), predict_map(gid_entries), allowed)
+                    predict_map(uid_entries), predict_map(gid_entries), allowed, any_writer=engine_kind == "podman-rootful")
     if not vp.views or engine_kind == "podman-rootful":
         return Views(strategy, vp, stack, engine_made=engine_kind == "podman-rootful")
     why = helper.helper_status()

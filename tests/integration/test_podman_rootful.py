@@ -37,8 +37,9 @@ workdir = false
 
 
 def project(name: str) -> Path:
-    """The project, with web's image built from its own Dockerfile (a build through rootful Podman)."""
-    root = idmap_project(name, more_services=WEB)
+    """The project: the runtime runs as 1000, and web's image is built from the project's Dockerfile (a
+    build through rootful Podman)."""
+    root = idmap_project(name, runtime_user='user = "1000:1000"', more_services=WEB)
     (root / "webimg").mkdir()
     (root / "webimg" / "Dockerfile").write_text("FROM debian:bookworm-slim\nRUN echo built by rootful Podman > /built\n")
     for f in (root / "webimg", root / "webimg" / "Dockerfile"):
@@ -122,16 +123,20 @@ def test_rootful_podman_runs_the_stack_with_idmapped_binds_proven_by_the_probe(r
                                              p.podman("logs", "devbox-rootfulpod-web", check=False).stdout)
     assert ok(run(p, root, "exec", "web", "--", "cat", "/built")).stdout == "built by rootful Podman\n"
 
-    # container root writes the user's files; it sees them as its own
+    # each service's bind maps you on disk to its own user: the editor's to root, the runtime's (user
+    # 1000, a devcontainer's remoteUser) to 1000; both write the user's files and see them as their own
     ok(run(p, root, "exec", "editor", "--", "sh", "-c", "echo hi > /work/from-root && mkdir -p /work/dir/sub"))
-    listing = ok(run(p, root, "exec", "runtime", "--", "stat", "-c", "%u:%g", "/work/from-root", "/work/devbox.toml")).stdout
-    assert listing.split() == ["0:0", "0:0"]
-    # another container user has no mapping on the bind: it cannot create files there (no leak by design)
-    r = run(p, root, "exec", "runtime", "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
-            "touch", "/work/from-1000")
+    ok(run(p, root, "exec", "runtime", "--", "touch", "/work/from-1000"))  # exec runs as the service's user
+    seen = {svc: ok(run(p, root, "exec", svc, "--", "stat", "-c", "%u:%g", "/work/from-root", "/work/from-1000")).stdout.split()
+            for svc in ("editor", "runtime")}
+    assert seen == {"editor": ["0:0", "0:0"], "runtime": ["1000:1000", "1000:1000"]}
+    # any other user of a container has no mapping on its bind: it cannot create files there (no leak by design)
+    r = run(p, root, "exec", "editor", "--", "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
+            "touch", "/work/from-editor-1000")
     assert r.returncode != 0 and "Value too large" in r.stdout + r.stderr, r.stdout + r.stderr
-    assert not (root / "from-1000").exists()
-    assert (root / "from-root").stat().st_uid == TEST_UID and (root / "dir" / "sub").stat().st_uid == TEST_UID
+    assert not (root / "from-editor-1000").exists()
+    for made in ("from-root", "from-1000", "dir/sub"):
+        assert (root / made).stat().st_uid == TEST_UID, made
     assert owners(root) == {}
 
     r = run(p, root, "doctor", "--json")

@@ -35,6 +35,7 @@ def check_by_design(ctx: Context) -> list[Finding]:
     u = ctx.user
     uid_map = ctx.state.predicted_uid_map
     strategy = ctx.state.strategy
+    podman_binds = ctx.state.engine is not None and ctx.state.engine.kind == "podman-rootful"
     fails: list[str] = []
     warns: list[str] = []
     fixes: list[str] = []
@@ -55,7 +56,9 @@ def check_by_design(ctx: Context) -> list[Finding]:
             cuid = svc.container_uid  # 0 without a user: container root, which is you
             name = (svc.user or "root").split(":", 1)[0]
             if strategy == "idmap":
-                if cuid is not None and cuid not in (0, u.uid):
+                if podman_binds:  # rootful Podman's binds exist only in the container: any user may write as you
+                    viewed.append(f"{where}: writes to {binds} through an idmapped bind (made by Podman)")
+                elif cuid is not None and cuid not in (0, u.uid):
                     fails.append(f"{where}: user = \"{svc.user}\" is host uid {cuid} without a remap, not you: "
                                  "devbox will not let another account write as you, so up refuses it")
                     fixes.append(f"remove user = \"{svc.user}\" from [services.{svc.name}] (root writes through your view)")
