@@ -69,6 +69,13 @@ WHY_NOT.update({
 })
 
 
+def probe_binds_idmapped(kind: str, strategy: str) -> bool:
+    """Does the probe run through an idmapped bind of its directory, as ``up``'s services do?  Under
+    idmap on rootful Podman, yes: that is the proof.  Under idmap on Docker the engine maps nothing and
+    the helper's views are proven apart (``devbox idmap``, doctor's ``idmap.proof``)."""
+    return kind == "podman-rootful" and strategy == "idmap"
+
+
 def idmap_runtime_refusal(kind: str, strategy: str, runtime: str) -> Refusal | None:
     """On rootful Podman, idmap needs crun: runc before 1.2 *ignores* the ``idmap=`` bind option, and
     container root then writes root's files (seen on runc 1.1.5).  ``runtime`` "" (not known): None."""

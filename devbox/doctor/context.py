@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox.core.model import LABEL_PROFILE, LABEL_PROJECT, Project
 from devbox.core.network import NetworkFacts
-from devbox.core.ownership import Choice, Refusal
+from devbox.core.ownership import Choice, Refusal, probe_binds_idmapped
 from devbox.engine.client import connect, fast_api, inspect_engine
 from devbox.engine.endpoint import Endpoint, find_endpoint
 from devbox.engine.errors import call, socket_path, timeout_s
@@ -190,9 +190,9 @@ def gather(paths: Paths, user: User, *, probe: bool = True, cwd: Path | None = N
     )
     choice = ctx.state.choice
     if client is not None and info is not None and probe:
-        if isinstance(choice, Choice) and choice.strategy == "idmap" and info.kind != "podman-rootful":
+        if isinstance(choice, Choice) and choice.strategy == "idmap" and not probe_binds_idmapped(info.kind, "idmap"):
             probe_error = "strategy idmap: the engine maps no ids; idmap.proof proves the views instead"
-        else:  # on rootful Podman the probe runs through an idmapped bind, the proof of its idmap
+        else:
             probe_result, probe_error = _probe(user, choice, info.kind)
     ctx.state = dataclasses.replace(ctx.state, probe=probe_result, probe_error=probe_error)
     return ctx

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from devbox.core.idmap import IdMap, IdRange
 from devbox.engine.endpoint import find_endpoint
 from devbox.engine.errors import call, describe_host, socket_path, timeout_s
+from devbox.engine.libpod import API as LIBPOD_API
+from devbox.engine.libpod import names_podman
 from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
 
@@ -178,7 +180,7 @@ def _libpod_info(api: Api | docker.DockerClient) -> dict[str, Any]:
     """Podman's own ``/libpod/info`` (rootless or not, its id mappings): the compatible ``/info`` lacks both."""
     from devbox.engine.fastapi import Api
 
-    path = "/v4.0.0/libpod/info"
+    path = LIBPOD_API + "/info"
     if isinstance(api, Api):
         result: dict[str, Any] = api.call("GET", path)
         return result
@@ -280,7 +282,7 @@ def inspect_engine(api: Api | docker.DockerClient, brief: bool = False) -> Engin
     from devbox.engine.fastapi import Api
 
     headers = _ping_headers(api)
-    podman = "libpod-api-version" in headers or "libpod-buildah-version" in headers
+    podman = names_podman(headers)
     brief_info = _podman_brief(headers) if podman and brief else None
     if brief_info is not None:
         result = brief_info

@@ -127,16 +127,20 @@ class Api:
     def is_podman(self) -> bool:
         """Podman names itself in every response's headers (``Libpod-Api-Version``); one ping when
         nothing was asked yet."""
+        from devbox.engine.libpod import names_podman
+
         if not self.last_headers:
             self.ping()
-        return "libpod-api-version" in self.last_headers
+        return names_podman(self.last_headers)
 
     def _import_url(self, repository: str, tag: str) -> str:
         """Where a tarball is imported.  On Podman, libpod's own import: the compatible one
         (``/images/create?fromSrc=-``) leaves its copy of every tarball behind in /var/tmp
         (``api_load.tar*``, Podman 4 and 5), libpod's removes it."""
         if self.is_podman():
-            return "/v4.0.0/libpod/images/import?" + urllib.parse.urlencode({"reference": f"{repository}:{tag}"})
+            from devbox.engine.libpod import API
+
+            return API + "/images/import?" + urllib.parse.urlencode({"reference": f"{repository}:{tag}"})
         return "/images/create?" + urllib.parse.urlencode({"fromSrc": "-", "repo": repository, "tag": tag})
 
     def import_image(self, data: bytes, repository: str, tag: str) -> None:

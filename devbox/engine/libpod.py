@@ -7,6 +7,7 @@ Errors come back as the same typed :class:`~devbox.errors.EngineError`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from devbox.engine.errors import call
@@ -29,9 +30,14 @@ def request(client: docker.DockerClient, method: str, path: str, *, json: Any = 
     return response.json()
 
 
+def names_podman(headers: Iterable[str]) -> bool:
+    """Do these response header names (lowercased) say the engine is Podman?  It names itself in every answer."""
+    names = set(headers)
+    return "libpod-api-version" in names or "libpod-buildah-version" in names
+
+
 def is_podman(client: docker.DockerClient) -> bool:
-    """Is the engine Podman?  One ``/_ping``: Podman names itself in the headers."""
+    """Is the engine Podman?  One ``/_ping``."""
     low: Any = client.api
     response = call(lambda: low.get(low.base_url + "/_ping", timeout=low.timeout))
-    headers = {k.lower() for k in response.headers}
-    return "libpod-api-version" in headers or "libpod-buildah-version" in headers
+    return names_podman(k.lower() for k in response.headers)

@@ -29,7 +29,15 @@ from devbox.core.idmap import (
     seed_style,
     sub_bounds,
 )
-from devbox.core.ownership import Choice, Expectation, Refusal, choose_strategy, expect, idmap_runtime_refusal
+from devbox.core.ownership import (
+    Choice,
+    Expectation,
+    Refusal,
+    choose_strategy,
+    expect,
+    idmap_runtime_refusal,
+    probe_binds_idmapped,
+)
 from devbox.core.views import podman_idmap
 from devbox.engine.client import EngineInfo
 from devbox.engine.endpoint import find_endpoint, guess_kind
@@ -95,9 +103,8 @@ class HostState:
     @property
     def expectation(self) -> Expectation | None:
         s = self.strategy
-        if s is None or (s == "idmap" and self.kind != "podman-rootful"):
-            return None  # idmap on Docker: the engine maps nothing; idmap.proof proves the helper's views
-        # on rootful Podman the probe runs through an idmapped bind, as up's services do
+        if s is None or (s == "idmap" and not probe_binds_idmapped(self.kind, s)):
+            return None
         return expect(s, self.user.uid, self.user.gid, self.uid_entries, self.gid_entries)
 
     @property
@@ -184,7 +191,7 @@ def run_probe(api: Api, user: User, choice: Choice | Refusal, kind: str = "") ->
     if isinstance(choice, Refusal):
         return None, f"not run: {choice.message}"
     userns = "keep-id" if choice.strategy == "keep-id" else None
-    idmap = podman_idmap((user.uid, user.gid), (0, 0)) if choice.strategy == "idmap" and kind == "podman-rootful" else None
+    idmap = podman_idmap((user.uid, user.gid), (0, 0)) if probe_binds_idmapped(kind, choice.strategy) else None
     try:
         result = probe.run(api, owner=(user.uid, user.gid), userns=userns, idmap=idmap)
     except DevboxError as exc:

@@ -88,8 +88,7 @@ def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.
     if isinstance(choice, Refusal):
         raise DevboxError(f"{info.label} at {info.host}: {choice.message}", hint=choice.fix)
     if info.kind == "podman-rootful" and choice.strategy == "idmap":
-        # the one thing brief detection does not know, and idmap's binds depend on: the OCI runtime
-        info = dataclasses.replace(info, oci_runtime=engine.inspect_engine(client).oci_runtime)
+        info = engine.inspect_engine(client)  # idmap's binds depend on the OCI runtime, which brief facts lack
         refused = idmap_runtime_refusal(info.kind, choice.strategy, info.oci_runtime)
         if refused is not None:
             raise DevboxError(f"{info.label} at {info.host}: {refused.message}", hint=refused.fix)

@@ -222,12 +222,21 @@ class RootfulPodman:
         self.base = STATE / f"podman-{self.name}"
         self.socket = self.base / "podman.sock"
         self.log = self.base / "service.log"
-        self.bridge = f"dbxpod-{SESSION}"[:15]
+        self.bridge = self._free_bridge_name()
         self.network = f"devbox-test-{self.name}"
         self.service: subprocess.Popen[bytes] | None = None
         self.allowed: int | None = None
         self.cni_before: set[tuple[str, str]] = set()
         self.cni_cache_before = True
+
+    @staticmethod
+    def _free_bridge_name() -> str:
+        """``dbxpod-SESSION``, or with a suffix when a link of that name is there already (never taken over)."""
+        for n in range(100):
+            name = f"dbxpod-{SESSION}" + (f"-{n}" if n else "")
+            if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+                return name[:15]
+        raise RuntimeError("no free dbxpod-SESSION-N link name for the rootful Podman bridge")
 
     @property
     def host(self) -> str:
@@ -255,7 +264,6 @@ class RootfulPodman:
         for d in ("tmp", "cni", "ipam", "libpod"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
         gateway = _free_subnet()  # 172.31.N.1/24: the bridge is made with it now, so nothing else takes it
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
         subprocess.run(["ip", "addr", "add", gateway, "dev", self.bridge], check=True)
         subnet = gateway.rsplit(".", 1)[0] + ".0/24"

@@ -24,11 +24,6 @@ def skipped_under_idmap(ctx: Context, ids: tuple[str, ...]) -> list[Finding] | N
 PODMAN_MAKES_THEM = "rootful Podman makes idmapped binds itself (crun's idmap bind option): no helper, no views"
 
 
-def _podman_rootful(ctx: Context) -> bool:
-    e = ctx.state.engine
-    return e is not None and e.kind == "podman-rootful"
-
-
 def views_needed(ctx: Context) -> str | None:
     """Why this project needs views (the strategy, or a non-root writer under remap), else None."""
     if ctx.state.strategy == "idmap":
@@ -51,7 +46,7 @@ def check_idmap_host(ctx: Context) -> list[Finding]:
 
 
 def check_idmap_helper_for_up(ctx: Context) -> list[Finding]:
-    if _podman_rootful(ctx):
+    if ctx.state.kind == "podman-rootful":
         return [Finding("idmap.helper", "skip", (PODMAN_MAKES_THEM,))]
     found = assess.check_idmap_helper(root_will_do=False)
     need = views_needed(ctx)
@@ -66,7 +61,7 @@ def check_idmap_helper_for_up(ctx: Context) -> list[Finding]:
 
 
 def check_idmap_proof(ctx: Context) -> list[Finding]:
-    if _podman_rootful(ctx):
+    if ctx.state.kind == "podman-rootful":
         return [Finding("idmap.proof", "skip", (PODMAN_MAKES_THEM + "; the probe runs through one (probe.*)",))]
     if views_needed(ctx) is None:
         return [Finding("idmap.proof", "skip", ("no service here needs idmapped views",))]

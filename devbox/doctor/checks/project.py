@@ -35,7 +35,7 @@ def check_by_design(ctx: Context) -> list[Finding]:
     u = ctx.user
     uid_map = ctx.state.predicted_uid_map
     strategy = ctx.state.strategy
-    podman_binds = ctx.state.engine is not None and ctx.state.engine.kind == "podman-rootful"
+    podman_binds = ctx.state.kind == "podman-rootful"
     fails: list[str] = []
     warns: list[str] = []
     fixes: list[str] = []
