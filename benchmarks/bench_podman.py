@@ -3,7 +3,7 @@ work of one keep-id container of the same probe image (create, start, wait, remo
 socket); keep-id's first-start cost per image; and a warm `devbox up -d` of the default profile
 vs the same `podman` sequence by hand.
 
-Run as root from the repo: ``sudo .venv/bin/python benchmarks/bench_podman.py [--runs N] [--up-runs M]``
+Run as root from the repo: ``sudo .venv/bin/python benchmarks/bench_podman.py [--runs N] [--up-runs M] [--profile-up FILE]``
 (``--runs``: remap rounds, default 15; ``--up-runs``: up rounds, default 5; 3 to 5 minutes in all on
 2 CPUs, a third of it `devbox build` of three images).
 It makes an ordinary account in an /etc sandbox (tests/harness) with its own Podman storage and
@@ -165,7 +165,7 @@ def hand_up(p: RootlessPodman, cmds: list[list[str]], waited: str, interval: flo
     return time.perf_counter() - t0
 
 
-def up_vs_hand(p: RootlessPodman, runs: int) -> None:
+def up_vs_hand(p: RootlessPodman, runs: int, profile: Path | None = None) -> None:
     proj = p.home / PROJECT
     proj.mkdir()
     (proj / "devbox.toml").write_text(f'name = "{PROJECT}"\n')
@@ -237,12 +237,21 @@ def up_vs_hand(p: RootlessPodman, runs: int) -> None:
           f"for reference, calls up no longer makes: GET /libpod/info (full engine facts; up reads the kind from "
           f"the ping and the socket's owner) {ms(info)}, GET /version (the SDK's version=auto) {ms(version)}")
     print(f"  load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    if profile is not None:  # one more warm up, under cProfile: where a person looks next
+        out = p.home / "up.prof"
+        clock(p.argv(["env", "-C", str(proj), f"DOCKER_HOST={p.host}", "COLUMNS=200",
+                      f"DEVBOX_STATE_DIR={p.home}/.local/state/devbox",
+                      sys.executable, "-m", "cProfile", "-o", str(out), "-m", "devbox", "up", "-d"]))
+        clock(devbox("down"))
+        profile.write_bytes(out.read_bytes())
+        print(f"  a warm devbox up -d under cProfile: {profile} (python -m pstats {profile})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--up-runs", type=int, default=5)
+    ap.add_argument("--profile-up", type=Path, metavar="FILE", help="also write a cProfile of one more warm up -d")
     args = ap.parse_args()
     began = time.perf_counter()
     sb = EtcSandbox("bench-podman")
@@ -305,7 +314,7 @@ def main() -> None:
 
         # the default profile: its images, their first keep-id starts, and a warm up vs the podman CLI
         p.podman("import", str(readable), "docker.io/library/debian:bookworm-slim")
-        up_vs_hand(p, args.up_runs)
+        up_vs_hand(p, args.up_runs, args.profile_up)
     finally:
         p.destroy()
         sb.close()

@@ -23,7 +23,7 @@ from devbox.core.network import NetworkFacts
 from devbox.core.ownership import Choice, Refusal, probe_binds_idmapped
 from devbox.engine.client import connect, fast_api, inspect_engine
 from devbox.engine.endpoint import Endpoint, find_endpoint
-from devbox.engine.errors import call, socket_path, timeout_s
+from devbox.engine.errors import socket_path, timeout_s
 from devbox.errors import ConfigError, DevboxError, EngineError
 from devbox.host.user import User
 from devbox.paths import Paths
@@ -33,8 +33,7 @@ from devbox.watch.leaks import Attribution, HostUser, load_attribution, service_
 from devbox.watch.scan import ScanResult, scan
 
 if TYPE_CHECKING:
-    import docker
-
+    from devbox.engine.client import Engine
     from devbox.engine.probe import ProbeResult
 
 
@@ -51,7 +50,7 @@ class Context:
         paths: Paths,
         state: HostState,
         engine_error: EngineError | None,
-        client: docker.DockerClient | None,
+        client: Engine | None,
         cwd: Path,
         environ: Mapping[str, str],
     ) -> None:
@@ -115,8 +114,9 @@ class Context:
         client = self.client
         if client is None:
             return []
-        found = call(lambda: client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.project.name}"}))
-        return sorted((c.attrs for c in found), key=lambda a: str(a.get("Name", "")))
+        listed = client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={self.project.name}"})
+        found = [client.api.inspect_container(c["Id"]) for c in listed]
+        return sorted(found, key=lambda a: str(a.get("Name", "")))
 
     @cached_property
     def running_profile(self) -> str | None:

@@ -9,15 +9,14 @@ become a typed :class:`~devbox.errors.EngineError` (:mod:`devbox.engine.errors`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from devbox.core.idmap import IdMap, IdRange
 from devbox.engine.endpoint import find_endpoint
 from devbox.engine.errors import call, describe_host, socket_path, timeout_s
-from devbox.engine.libpod import API as LIBPOD_API
 from devbox.engine.libpod import names_podman
 from devbox.errors import EngineError
 from devbox.errors import EngineErrorKind as Kind
@@ -34,36 +33,61 @@ MIN_API_VERSION = (1, 40)
 # --- clients ---------------------------------------------------------------------
 
 
-def connect(timeout: float | None = None) -> docker.DockerClient:
-    """A Docker SDK client for DOCKER_HOST (or the default socket) that has answered a ping.
+class Engine:
+    """A connected local engine.
 
-    Every request it makes times out after ``timeout`` seconds (default 120, or ``DEVBOX_ENGINE_TIMEOUT``)."""
-    import docker
+    ``api`` is the stdlib client (:mod:`devbox.engine.fastapi`): every list, inspect, create, start,
+    stop and remove devbox makes, and Podman's own API.  ``docker`` is the Docker SDK client, imported
+    and made on first use, for what streams or takes over the connection: builds, pulls, attach, exec,
+    events and followed logs (a warm ``devbox up -d`` on Podman never imports it)."""
 
-    found = find_endpoint()
-    host = found.host
+    def __init__(self, api: Api, api_version: str, timeout: float) -> None:
+        self.api = api
+        self.api_version = api_version  # the engine's, from the ping
+        self.timeout = timeout
+
+    @property
+    def host(self) -> str:
+        return self.api.host
+
+    def is_podman(self) -> bool:
+        return self.api.is_podman()
+
+    @functools.cached_property
+    def docker(self) -> docker.DockerClient:
+        """The SDK client for the same socket, speaking the engine's API version (no ``GET /version``)."""
+        import docker
+
+        found = find_endpoint()
+        seconds = int(max(1, self.timeout))
+
+        def make() -> docker.DockerClient:
+            if found.source == "DOCKER_HOST":  # from_env also reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+                return docker.from_env(timeout=seconds, version=self.api_version)
+            return docker.DockerClient(base_url=self.host, timeout=seconds, version=self.api_version)
+
+        return call(make, self.host, "GET /_ping", self.timeout)
+
+
+def connect(timeout: float | None = None) -> Engine:
+    """The engine at DOCKER_HOST (or the docker context's, or the default socket), pinged: a local
+    unix socket (a remote engine cannot bind-mount this host's files).
+
+    Every request times out after ``timeout`` seconds (default 120, or ``DEVBOX_ENGINE_TIMEOUT``).
+    The engine's API version comes from the ping's ``Api-Version`` header (the SDK's ``version="auto"``
+    costs a ``GET /version``, which Podman answers slowly: it asks conmon and the OCI runtime for theirs)."""
     seconds = timeout_s(120) if timeout is None else timeout
-
-    # A fixed version, so that making the client asks nothing: the SDK's "auto" costs a GET /version,
-    # which Podman answers slowly (it asks conmon and the OCI runtime for theirs: 0.4-0.6 s).  The
-    # engine's API version comes from the ping's Api-Version header instead, as "auto" would use it.
-    placeholder = f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}"
-
-    def make() -> docker.DockerClient:
-        if found.source == "DOCKER_HOST":  # from_env also reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
-            return docker.from_env(timeout=int(max(1, seconds)), version=placeholder)
-        return docker.DockerClient(base_url=host, timeout=int(max(1, seconds)), version=placeholder)
-
-    client = call(make, host, "GET /_ping", seconds)
-    low: Any = client.api  # a requests.Session underneath
-    response = call(lambda: low.get(low.base_url + "/_ping", timeout=low.timeout), host, "GET /_ping", seconds)
-    call(lambda: low._raise_for_status(response), host, "GET /_ping", seconds)
-    version = response.headers.get("Api-Version")
-    low._version = version if version and parse_api_version(version) else call(low._retrieve_server_version, host, "GET /version", seconds)
-    return client
+    api = fast_api(seconds, ping=False)
+    headers = api.ping_headers()
+    version = headers.get("api-version", "")
+    if not parse_api_version(version):
+        version = str(api.version().get("ApiVersion", ""))
+    if not parse_api_version(version):
+        version = f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}"
+    return Engine(api, version, seconds)
 
 
-def fast_api(timeout: float | None = None) -> Api:
+def fast_api(timeout: float | None = None, *, ping: bool = True) -> Api:
     """The stdlib client (:mod:`devbox.engine.fastapi`) for a local unix-socket engine, pinged."""
     from devbox.engine.fastapi import Api
 
@@ -75,7 +99,8 @@ def fast_api(timeout: float | None = None) -> Api:
             kind=Kind.REMOTE, hint="run devbox on the engine's host, or point DOCKER_HOST at a local socket",
         )
     api = Api(sock, timeout_s(60) if timeout is None else timeout, host=host)
-    api.ping()
+    if ping:
+        api.ping()
     return api
 
 
@@ -176,18 +201,10 @@ def parse_api_version(text: str) -> tuple[int, int] | None:
 PODMAN_COMPONENT = "Podman Engine"
 
 
-def _libpod_info(api: Api | docker.DockerClient) -> dict[str, Any]:
+def _libpod_info(api: Api) -> dict[str, Any]:
     """Podman's own ``/libpod/info`` (rootless or not, its id mappings): the compatible ``/info`` lacks both."""
-    from devbox.engine.fastapi import Api
-
-    path = LIBPOD_API + "/info"
-    if isinstance(api, Api):
-        result: dict[str, Any] = api.call("GET", path)
-        return result
-    low: Any = api.api  # a requests.Session underneath
-    response = call(lambda: low.get(low.base_url + path, timeout=low.timeout))
-    call(response.raise_for_status)
-    return dict(response.json())
+    result: dict[str, Any] = api.libpod("GET", "/info")
+    return result
 
 
 def _podman_map(rows: Any) -> IdMap:
@@ -195,17 +212,6 @@ def _podman_map(rows: Any) -> IdMap:
         return tuple(IdRange(int(r["container_id"]), int(r["host_id"]), int(r["size"])) for r in rows or ())
     except (KeyError, TypeError, ValueError):
         return ()
-
-
-def _ping_headers(api: Api | docker.DockerClient) -> dict[str, str]:
-    from devbox.engine.fastapi import Api
-
-    if isinstance(api, Api):
-        return api.ping_headers()
-    low: Any = api.api  # a requests.Session underneath
-    response = call(lambda: low.get(low.base_url + "/_ping", timeout=low.timeout))
-    call(response.raise_for_status)
-    return {k.lower(): v for k, v in response.headers.items()}
 
 
 def _podman_info(host_api_version: str, libpod: dict[str, Any]) -> EngineInfo:
@@ -271,17 +277,16 @@ def _podman_brief(headers: dict[str, str]) -> EngineInfo | None:
     )
 
 
-def inspect_engine(api: Api | docker.DockerClient, brief: bool = False) -> EngineInfo:
-    """Engine facts from the fast client or an SDK client.
+def inspect_engine(engine: Api | Engine, brief: bool = False) -> EngineInfo:
+    """Engine facts.
 
     ``/_ping`` first: Podman names itself in its headers (``Libpod-Api-Version``) and is then asked
     its own ``/libpod/info`` alone (``brief``: not even that, :func:`_podman_brief`); Docker answers
     ``/info`` and ``/version``.  Raises
     ``EngineError(kind=API_TOO_OLD)`` for an engine older than devbox supports.
     """
-    from devbox.engine.fastapi import Api
-
-    headers = _ping_headers(api)
+    api = engine.api if isinstance(engine, Engine) else engine
+    headers = api.ping_headers()
     podman = names_podman(headers)
     brief_info = _podman_brief(headers) if podman and brief else None
     if brief_info is not None:
@@ -289,9 +294,8 @@ def inspect_engine(api: Api | docker.DockerClient, brief: bool = False) -> Engin
     elif podman:
         result = _podman_info(headers.get("api-version", ""), _libpod_info(api))
     else:
-        run: Callable[[Callable[[], Any]], Any] = (lambda fn: fn()) if isinstance(api, Api) else call
-        raw: dict[str, Any] = run(api.info)
-        versions: dict[str, Any] = run(api.version)
+        raw = api.info()
+        versions = api.version()
         opts = tuple(raw.get("SecurityOptions") or ())
         components = tuple(str(c.get("Name", "")) for c in versions.get("Components") or ())
         if PODMAN_COMPONENT in components:  # a Podman whose /_ping did not say so (a proxy in between)

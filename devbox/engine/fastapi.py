@@ -1,10 +1,13 @@
-"""A minimal Engine API client over a unix socket, for the fast path.
+"""The Engine API over a unix socket, with the standard library: what devbox asks often.
 
-``devbox remap`` (and ``devbox up``'s remap fast-check) make a handful of calls:
-ping, info, version, inspect/import an image, create/start/inspect/remove one
-container.  Importing the Docker SDK (requests, urllib3, …) costs about as much
-as the whole probe, so those calls go straight to dockerd's socket with the
-standard library.  Everything else uses the SDK through :mod:`devbox.engine.client`.
+``devbox remap``'s probe and a warm ``devbox up`` make a few dozen plain calls:
+ping, info, list and inspect, create (libpod's too), start, stop, remove, an
+archive, a log tail.  Importing the Docker SDK (requests, urllib3, ssl, …) costs
+more than all of them on a local socket (0.15-0.3 s a process), so they go
+straight to the socket here, a keep-alive connection per thread (the executor
+starts services from threads).  What streams or upgrades the connection (build,
+pull, attach, exec, events, followed logs) goes through the SDK, made on first
+use by :class:`devbox.engine.client.Engine`.
 
 Errors come back as :class:`~devbox.errors.EngineError` with a ``kind`` from
 the HTTP status or the socket's errno (:mod:`devbox.engine.errors`).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import urllib.parse
 from typing import Any
 
@@ -24,6 +28,17 @@ def _json_or_none(line: bytes) -> Any:
         return json.loads(line)
     except ValueError:
         return None
+
+
+def demux(raw: bytes) -> bytes:
+    """A log answer's bytes: a container without a TTY gets a multiplexed stream (an 8-byte header,
+    stream 0-2 and a size, before each chunk), one with a TTY the raw bytes."""
+    out, i = [], 0
+    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1 : i + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[i + 4 : i + 8], "big")
+        out.append(raw[i + 8 : i + 8 + size])
+        i += 8 + size
+    return b"".join(out) if i == len(raw) else raw
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -42,17 +57,35 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _filters(given: dict[str, Any]) -> str:
+    """The ``filters`` query parameter: ``{"label": "a=b"}`` -> ``{"label": ["a=b"]}`` as JSON (the SDK's rule)."""
+    return json.dumps({k: list(v) if isinstance(v, (list, tuple)) else [str(v)] for k, v in given.items()})
+
+
 class Api:
-    """One keep-alive connection to dockerd's unix socket."""
+    """Keep-alive connections to an engine's unix socket, one per thread."""
 
     def __init__(self, socket_path: str, timeout: float = 60, host: str | None = None) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self.host = host or f"unix://{socket_path}"
-        self._conn = _UnixConnection(socket_path, timeout)
-        self.last_headers: dict[str, str] = {}  # of the last response, names lowercased
+        self._local = threading.local()
+        self._headers: dict[str, str] = {}
+
+    @property
+    def _conn(self) -> _UnixConnection:
+        conn: _UnixConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _UnixConnection(self.socket_path, self.timeout)
+        return conn
+
+    @property
+    def last_headers(self) -> dict[str, str]:
+        """The headers of the last response (any thread's), names lowercased."""
+        return self._headers
 
     def close(self) -> None:
+        """Close this thread's connection (a later call opens another)."""
         self._conn.close()
 
     def request(
@@ -72,7 +105,7 @@ class Api:
             try:
                 self._conn.request(method, url, body=payload, headers=headers)
                 resp = self._conn.getresponse()
-                self.last_headers = {k.lower(): v for k, v in resp.getheaders()}
+                self._headers = {k.lower(): v for k, v in resp.getheaders()}
                 return resp.status, resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 # a kept-alive connection the daemon closed: reconnect once
@@ -209,13 +242,63 @@ class Api:
     def logs(self, container_id: str, tail: int = 5) -> str:
         _, raw = self.request("GET", f"/containers/{container_id}/logs",
                               query={"stdout": "1", "stderr": "1", "tail": str(tail)})
-        # multiplexed stream: 8-byte frame headers before each chunk
-        out, i = [], 0
-        while i + 8 <= len(raw):
-            size = int.from_bytes(raw[i + 4 : i + 8], "big")
-            out.append(raw[i + 8 : i + 8 + size])
-            i += 8 + size
-        return b"".join(out).decode(errors="replace")
+        return demux(raw).decode(errors="replace")
 
-    def remove_container(self, container_id: str, force: bool = True) -> None:
-        self.call("DELETE", f"/containers/{container_id}", query={"force": "1" if force else "0", "v": "1"})
+    def remove_container(self, container_id: str, force: bool = True, volumes: bool = True) -> None:
+        """Remove a container (``volumes``: with its anonymous volumes)."""
+        self.call("DELETE", f"/containers/{container_id}",
+                  query={"force": "1" if force else "0", "v": "1" if volumes else "0"})
+
+    # --- the calls a warm ``devbox up`` makes (list, inspect, run, remove) ------------
+
+    def containers(self, *, all: bool = False, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        query = {"all": "1" if all else "0", **({"filters": _filters(filters)} if filters else {})}
+        result: list[dict[str, Any]] = self.call("GET", "/containers/json", query=query) or []
+        return result
+
+    def networks(self, *, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/networks", query={"filters": _filters(filters)} if filters else None) or []
+        return result
+
+    def volumes(self, *, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/volumes", query={"filters": _filters(filters)} if filters else None) or {}
+        return result
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/images/{urllib.parse.quote(ref, safe='')}/json")
+        return result
+
+    def stop(self, container_id: str, timeout: int = 10) -> None:
+        self.call("POST", f"/containers/{container_id}/stop", query={"t": str(timeout)})
+
+    def create_network(self, name: str, *, driver: str = "bridge", labels: dict[str, str] | None = None) -> None:
+        self.call("POST", "/networks/create", body={"Name": name, "Driver": driver, "CheckDuplicate": True,
+                                                    "Labels": labels or {}})
+
+    def remove_network(self, name: str) -> None:
+        self.call("DELETE", f"/networks/{urllib.parse.quote(name, safe='')}")
+
+    def create_volume(self, name: str, *, labels: dict[str, str] | None = None) -> None:
+        self.call("POST", "/volumes/create", body={"Name": name, "Labels": labels or {}})
+
+    def remove_volume(self, name: str, *, force: bool = False) -> None:
+        self.call("DELETE", f"/volumes/{urllib.parse.quote(name, safe='')}", query={"force": "1" if force else "0"})
+
+    def get_archive(self, container_id: str, path: str) -> bytes:
+        """A tar of ``path`` in the container (NOT_FOUND when it is not there)."""
+        status, raw = self.request("GET", f"/containers/{container_id}/archive", query={"path": path})
+        if status >= 400:
+            from devbox.engine.errors import from_status
+
+            try:
+                message = json.loads(raw).get("message", "")
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace").strip()
+            raise from_status(status, str(message))
+        return raw
+
+    def libpod(self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None) -> Any:
+        """``METHOD /libpod/PATH`` on Podman: the decoded JSON answer (``None`` when empty)."""
+        from devbox.engine.libpod import API
+
+        return self.call(method, API + path, body=body, query=query)

@@ -21,7 +21,6 @@ from devbox.config import resolve as config
 from devbox.core import network
 from devbox.core.model import Profile, Project, Service, Stack
 from devbox.core.network import NetworkFacts
-from devbox.engine import libpod
 from devbox.engine.client import connect
 from devbox.engine.errors import call
 from devbox.errors import ConfigError, DevboxError, Exit
@@ -29,8 +28,7 @@ from devbox.host.files import write_atomic
 from devbox.host.user import paths_for, resolve_user
 
 if TYPE_CHECKING:
-    import docker
-
+    from devbox.engine.client import Engine
     from devbox.host.user import User
     from devbox.paths import Paths
     from devbox.stack.executor import Report
@@ -129,7 +127,7 @@ class WebEndpoint:
         return {"service": self.service, "url": self.url, "login": self.login, "secret": self.secret}
 
 
-def web_endpoints(client: docker.DockerClient, project: Project, profile: str | None = None,
+def web_endpoints(client: Engine, project: Project, profile: str | None = None,
                   stack: Stack | None = None) -> list[WebEndpoint]:
     """The web UIs of the profile's services (``web_port``), with the URL the engine bound."""
     from devbox.core import access
@@ -281,7 +279,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     return report
 
 
-def _pod(client: docker.DockerClient, stack: Stack, user: User, paths: Paths, network: str, views: Views) -> Pod:
+def _pod(client: Engine, stack: Stack, user: User, paths: Paths, network: str, views: Views) -> Pod:
     """The pod's hosts file and its services' users: under keep-id, an image's own user for those that do
     not write your files; under idmap (rootful Podman), the idmapped binds of those that do."""
     from devbox.core.pods import writes_your_files
@@ -300,13 +298,13 @@ def _own_ports(ports: Sequence[str], svc: Service | None) -> list[str]:
     return [p for p in ports if p.rsplit("->", 1)[-1] in mine]
 
 
-def _podman_health(client: docker.DockerClient, cid: str, status: str, svc: Service | None) -> str | None:
+def _podman_health(client: Engine, cid: str, status: str, svc: Service | None) -> str | None:
     """Rootless Podman runs healthchecks from systemd timers, which a machine without a user systemd
     lacks, and its list does not show health: ``ps`` runs the check now (what ``up`` does while it waits)."""
     if svc is None or svc.healthcheck is None or status != "running":
         return None
     try:
-        result = libpod.request(client, "GET", f"/containers/{cid}/healthcheck")
+        result = client.api.libpod("GET", f"/containers/{cid}/healthcheck")
     except DevboxError:
         return None
     return str((result or {}).get("Status") or "") or None
@@ -377,13 +375,13 @@ def attach(container: str) -> Exit:
 
     client = connect()
     params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "detachKeys": "ctrl-p,ctrl-q"}
-    sock = call(lambda: client.api.attach_socket(container, params=params))
+    sock = call(lambda: client.docker.api.attach_socket(container, params=params))
     console.info("attached (detach: Ctrl-P Ctrl-Q)")
-    terminal.pump(sock, lambda h, w: client.api.resize(container, height=h, width=w))
+    terminal.pump(sock, lambda h, w: client.docker.api.resize(container, height=h, width=w))
     return Exit.OK
 
 
-def _running_container(client: docker.DockerClient, project: Project, service: str) -> str:
+def _running_container(client: Engine, project: Project, service: str) -> str:
     from devbox.stack import observe
 
     found = [c for c in observe.containers(client, project.name) if c.service == service]
@@ -408,14 +406,14 @@ def exec_(service: str, command: Sequence[str], *, start: Path | None = None, tt
     client = connect()
     cid = _running_container(client, project, service)
     use_tty = sys.stdin.isatty() and sys.stdout.isatty() if tty is None else tty
-    exec_id = call(lambda: client.api.exec_create(cid, list(command), stdin=use_tty, tty=use_tty, environment={"TERM": os.environ.get("TERM", "xterm")} if use_tty else None))["Id"]
+    exec_id = call(lambda: client.docker.api.exec_create(cid, list(command), stdin=use_tty, tty=use_tty, environment={"TERM": os.environ.get("TERM", "xterm")} if use_tty else None))["Id"]
     if use_tty:
         from devbox.stack import terminal
 
-        sock = call(lambda: client.api.exec_start(exec_id, tty=True, socket=True))
-        terminal.pump(sock, lambda h, w: client.api.exec_resize(exec_id, height=h, width=w))
+        sock = call(lambda: client.docker.api.exec_start(exec_id, tty=True, socket=True))
+        terminal.pump(sock, lambda h, w: client.docker.api.exec_resize(exec_id, height=h, width=w))
     else:
-        stream = call(lambda: client.api.exec_start(exec_id, stream=True, demux=True))
+        stream = call(lambda: client.docker.api.exec_start(exec_id, stream=True, demux=True))
 
         def relay() -> None:
             for out, err in stream:
@@ -425,7 +423,7 @@ def exec_(service: str, command: Sequence[str], *, start: Path | None = None, tt
                     console.raw(err, err=True)
 
         call(relay)
-    code = call(lambda: client.api.exec_inspect(exec_id)).get("ExitCode")
+    code = call(lambda: client.docker.api.exec_inspect(exec_id)).get("ExitCode")
     return int(code) if code is not None else 0
 
 
@@ -564,7 +562,7 @@ def logs(service: str, *, follow: bool, tail: str = "all", start: Path | None = 
             raise DevboxError(f"--tail {tail!r} is not a number of lines", hint="give a number, or 'all'")
         lines = int(tail)  # the SDK quietly turns a string into 'all'
     if follow:
-        stream = call(lambda: client.api.logs(cid, stream=True, follow=True, tail=lines))
+        stream = call(lambda: client.docker.api.logs(cid, stream=True, follow=True, tail=lines))
 
         def relay() -> None:
             for chunk in stream:
@@ -572,7 +570,7 @@ def logs(service: str, *, follow: bool, tail: str = "all", start: Path | None = 
 
         call(relay)
     else:
-        console.raw(call(lambda: client.api.logs(cid, tail=lines)))
+        console.raw(call(lambda: client.docker.api.logs(cid, tail=lines)))
     return Exit.OK
 
 
@@ -585,7 +583,7 @@ def down(*, volumes: bool, start: Path | None = None) -> Exit:
 
     watcher_process.stop(project.name)
     client = connect()
-    podman = libpod.is_podman(client)
+    podman = client.is_podman()
     plan = teardown(project.name, observe.observe_project(client, project.name, podman=podman), volumes=volumes)
     if plan.is_noop:
         console.info(f"{project.name}: nothing to remove")

@@ -1,4 +1,4 @@
-"""Carry out a :class:`~devbox.stack.reconcile.StackPlan` through the Docker SDK.  No decisions are made here.
+"""Carry out a :class:`~devbox.stack.reconcile.StackPlan` on the engine.  No decisions are made here.
 
 Order (the plan's): orphans, network, volumes, images (built in parallel),
 then every service operation in its own thread; a service first waits until
@@ -31,8 +31,7 @@ from devbox.errors import DevboxError, EngineError, EngineErrorKind
 from devbox.stack.reconcile import Action, Operation, StackPlan
 
 if TYPE_CHECKING:
-    import docker
-
+    from devbox.engine.client import Engine
     from devbox.stack.pods import Pod
 
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -65,7 +64,7 @@ class Report:
         console.info(line)
 
 
-def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[str, str] | None = None,
+def execute(client: Engine, plan: StackPlan, build_args: Mapping[str, str] | None = None,
             before_services: Callable[[], None] | None = None, cpu_shares: int | None = None,
             pod: Pod | None = None, podman: bool = False) -> Report:
     """Carry ``plan`` out.  ``build_args`` go to every build (the proxy settings: Docker's predefined
@@ -87,10 +86,10 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
             how = pods.create_pod(client, plan.stack, op.name, pod)
             report.add(f"pod {op.name}: created ({how})")
         elif op.action is Action.CREATE_NETWORK:
-            call(functools.partial(client.api.create_network, op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project}))
+            client.api.create_network(op.name, driver="bridge", labels={LABEL_PROJECT: plan.stack.project})
             report.add(f"network {op.name}: created")
         elif op.action is Action.CREATE_VOLUME:
-            call(functools.partial(client.api.create_volume, op.name, labels={LABEL_PROJECT: plan.stack.project, LABEL_VOLUME: op.name}))
+            client.api.create_volume(op.name, labels={LABEL_PROJECT: plan.stack.project, LABEL_VOLUME: op.name})
             report.add(f"volume {op.name}: created")
         elif op.action is Action.REMOVE_NETWORK and podman:
             pods.remove_pod(client, op.name)
@@ -99,7 +98,7 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
             _remove_network(client, op.name)
             report.add(f"network {op.name}: removed")
         elif op.action is Action.REMOVE_VOLUME:
-            call(functools.partial(client.api.remove_volume, op.name, force=True))
+            client.api.remove_volume(op.name, force=True)
             report.add(f"volume {op.name}: removed")
     images = [op for op in prepare if op.action in (Action.BUILD_IMAGE, Action.PULL_IMAGE)]
     if images:
@@ -116,7 +115,7 @@ def execute(client: docker.DockerClient, plan: StackPlan, build_args: Mapping[st
 # --- images -----------------------------------------------------------------------
 
 
-def _images(client: docker.DockerClient, ops: list[Operation], report: Report, build_args: dict[str, str],
+def _images(client: Engine, ops: list[Operation], report: Report, build_args: dict[str, str],
             cpu_shares: int | None = None, network_mode: str | None = None) -> None:
     with console.BuildProgress() as progress, concurrent.futures.ThreadPoolExecutor(BUILD_WORKERS) as pool:
         futures = [pool.submit(functools.partial(_build, build_args=build_args, cpu_shares=cpu_shares, network_mode=network_mode)
@@ -132,12 +131,12 @@ def _images(client: docker.DockerClient, ops: list[Operation], report: Report, b
         raise errors[0]
 
 
-def _pull(client: docker.DockerClient, op: Operation, progress: console.BuildProgress) -> str:
+def _pull(client: Engine, op: Operation, progress: console.BuildProgress) -> str:
     started = time.monotonic()
     progress.start(op.name)
     repo, _, tag = op.name.rpartition(":") if ":" in op.name.rsplit("/", 1)[-1] else (op.name, "", "latest")
     try:
-        call(lambda: client.api.pull(repo, tag=tag))
+        call(lambda: client.docker.api.pull(repo, tag=tag))
     except EngineError as exc:
         if exc.kind in (EngineErrorKind.UNREACHABLE, EngineErrorKind.PERMISSION, EngineErrorKind.TIMEOUT):
             raise  # the engine itself, not the registry
@@ -155,7 +154,7 @@ def build_context(build: Build, into: Path, bundle: Path | None) -> Path:
     return ctx
 
 
-def _build(client: docker.DockerClient, op: Operation, progress: console.BuildProgress,
+def _build(client: Engine, op: Operation, progress: console.BuildProgress,
            build_args: Mapping[str, str] | None = None, cpu_shares: int | None = None, network_mode: str | None = None) -> str:
     assert op.build is not None
     started = time.monotonic()
@@ -167,7 +166,7 @@ def _build(client: docker.DockerClient, op: Operation, progress: console.BuildPr
         # a project's own context is sent as it is (the SDK honours its .dockerignore); images/ ones get the CA bundle
         ctx = Path(op.build.context_dir) if op.build.in_project else build_context(op.build, Path(tmp), ca_bundle())
         stream = call(
-            lambda: client.api.build(
+            lambda: client.docker.api.build(
                 path=str(ctx), tag=op.name, buildargs={**(build_args or {}), **(op.build.args_dict if op.build else {})},
                 dockerfile=op.build.dockerfile if op.build else "Dockerfile", rm=True, forcerm=True, decode=True,
                 target=op.build.target if op.build else None,
@@ -235,15 +234,15 @@ def base_image(instruction: str) -> str | None:
 # --- containers -------------------------------------------------------------------
 
 
-def _remove_container(client: docker.DockerClient, op: Operation, report: Report) -> None:
+def _remove_container(client: Engine, op: Operation, report: Report) -> None:
     assert op.container_id is not None
     remove_container(client, op.container_id)
     report.add(f"container {op.name}: removed ({op.cause})")
 
 
-def remove_container(client: docker.DockerClient, container_id: str) -> None:
+def remove_container(client: Engine, container_id: str) -> None:
     try:
-        call(lambda: client.api.stop(container_id, timeout=STOP_TIMEOUT))
+        client.api.stop(container_id, timeout=STOP_TIMEOUT)
     except EngineError as exc:
         if exc.kind is EngineErrorKind.NOT_FOUND:
             return
@@ -251,7 +250,7 @@ def remove_container(client: docker.DockerClient, container_id: str) -> None:
             raise
         # already stopped, or dead: removal below forces it
     try:
-        call(lambda: client.api.remove_container(container_id, force=True))
+        client.api.remove_container(container_id, force=True, volumes=False)
     except EngineError as exc:
         # gone already, or another removal of it is in progress (409)
         if exc.kind not in (EngineErrorKind.NOT_FOUND, EngineErrorKind.CONFLICT):
@@ -259,15 +258,15 @@ def remove_container(client: docker.DockerClient, container_id: str) -> None:
                               status=exc.status) from None
 
 
-def _remove_network(client: docker.DockerClient, name: str) -> None:
+def _remove_network(client: Engine, name: str) -> None:
     try:
-        call(lambda: client.api.remove_network(name))
+        client.api.remove_network(name)
     except EngineError as exc:
         if exc.kind is not EngineErrorKind.NOT_FOUND:
             raise EngineError(f"cannot remove network {name}: {exc.message}", kind=exc.kind, status=exc.status) from None
 
 
-def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
+def create_args(client: Engine, stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
     """The create-container request for ``svc`` (everything the config hash covers, nothing more)."""
     from docker.types import Mount as DockerMount
 
@@ -276,7 +275,8 @@ def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_
     for p in svc.ports:
         port_bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port or None))
     network = svc.network_mode or stack.network
-    host_config = client.api.create_host_config(
+    low = client.docker.api
+    host_config = low.create_host_config(
         mounts=mounts,
         port_bindings=port_bindings or None,
         network_mode=network,
@@ -286,8 +286,8 @@ def create_args(client: docker.DockerClient, stack: Stack, svc: Service, config_
     )
     networking = None
     if svc.network_mode is None:
-        networking = client.api.create_networking_config(
-            {stack.network: client.api.create_endpoint_config(aliases=[svc.name])}  # type: ignore[arg-type]  # stubs: a dict is right
+        networking = low.create_networking_config(
+            {stack.network: low.create_endpoint_config(aliases=[svc.name])}  # type: ignore[arg-type]  # stubs: a dict is right
         )
     health = None
     if svc.healthcheck is not None:
@@ -327,7 +327,7 @@ class _Gate:
         self.error: str | None = None
 
 
-def _services(client: docker.DockerClient, stack: Stack, ops: list[Operation], report: Report, pod: Pod | None = None) -> None:
+def _services(client: Engine, stack: Stack, ops: list[Operation], report: Report, pod: Pod | None = None) -> None:
     gates = {op.name: _Gate() for op in ops}
     lock = threading.Lock()
     # Services others wait for are on the critical path: the rest of their level starts
@@ -381,7 +381,7 @@ class _DependencyFailed(DevboxError):
     pass
 
 
-def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: Pod | None = None) -> str:
+def _service_op(client: Engine, stack: Stack, op: Operation, pod: Pod | None = None) -> str:
     if op.action is Action.REMOVE_ORPHAN:
         assert op.container_id is not None
         remove_container(client, op.container_id)
@@ -392,7 +392,7 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: P
     if op.action is Action.START:
         assert op.container_id is not None
         cid = op.container_id
-        call(lambda: client.api.start(cid))
+        client.api.start(cid)
         if op.service is not None:
             _lifecycle(client, op.service, cid, "post_start", op.service.post_start)
         return cid
@@ -406,9 +406,9 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: P
         pods.start(client, op.service, cid, pod.keep_id)
     else:
         args = create_args(client, stack, op.service, op.config_hash)
-        created: dict[str, Any] = call(lambda: client.api.create_container(**args))
+        created: dict[str, Any] = call(lambda: client.docker.api.create_container(**args))
         cid = str(created["Id"])
-        call(lambda: client.api.start(cid))
+        client.api.start(cid)
     try:
         _lifecycle(client, op.service, cid, "post_create", op.service.post_create)
     except DevboxError:
@@ -418,16 +418,17 @@ def _service_op(client: docker.DockerClient, stack: Stack, op: Operation, pod: P
     return cid
 
 
-def _lifecycle(client: docker.DockerClient, svc: Service, cid: str, what: str, commands: tuple[tuple[str, ...], ...]) -> None:
+def _lifecycle(client: Engine, svc: Service, cid: str, what: str, commands: tuple[tuple[str, ...], ...]) -> None:
     """Run ``svc``'s ``post_create`` or ``post_start`` commands in order, as its user in its working dir.
 
     The devcontainer spec runs the entries of an object-form command in parallel; these run one after
     the other (their output interleaved would be unreadable, and most entries are quick).
     """
     for argv in commands:
-        exec_id = call(functools.partial(client.api.exec_create, cid, list(argv), user=svc.user or "", workdir=svc.working_dir))["Id"]
-        output: bytes = call(functools.partial(client.api.exec_start, exec_id))
-        code = call(functools.partial(client.api.exec_inspect, exec_id)).get("ExitCode")
+        low = client.docker.api
+        exec_id = call(functools.partial(low.exec_create, cid, list(argv), user=svc.user or "", workdir=svc.working_dir))["Id"]
+        output: bytes = call(functools.partial(low.exec_start, exec_id))
+        code = call(functools.partial(low.exec_inspect, exec_id)).get("ExitCode")
         if code:
             lines = [ln for ln in output.decode(errors="replace").splitlines() if ln.strip()]
             raise DevboxError(f"service {svc.name}: {what} command {list(argv)} failed with exit code {code}: "
@@ -437,7 +438,7 @@ def _lifecycle(client: docker.DockerClient, svc: Service, cid: str, what: str, c
         console.info(f"service {svc.name}: {what} {' '.join(argv)[:100]}: ok")
 
 
-def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str,
+def _wait_for(client: Engine, stack: Stack, dep: DependsOn, gate: _Gate | None, waiter: str,
               pod: Pod | None = None) -> None:
     """Block until ``dep.service`` reached ``dep.condition``; fail with its log tail when it cannot.
 
@@ -464,13 +465,13 @@ def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _
     deadline = now + limit
     # Subscribed before the first look; `since` replays what happened in between,
     # and `until` makes the engine end the stream at the deadline.
-    events = call(lambda: client.api.events(  # type: ignore[call-overload]  # the API takes fractional seconds
+    events = call(lambda: client.docker.api.events(  # type: ignore[call-overload]  # the API takes fractional seconds
         since=f"{now - 1:.9f}", until=f"{deadline:.9f}", decode=True,
         filters={"container": [target], "type": ["container"], "event": ["start", "die", "health_status"]},
     ))
     try:
         while True:
-            state = call(lambda: client.api.inspect_container(target))["State"]
+            state = client.api.inspect_container(target)["State"]
             if _reached(client, dep, state, name, waiter):
                 return
             if time.time() >= deadline:
@@ -481,7 +482,7 @@ def _wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, gate: _
         events.close()
 
 
-def _reached(client: docker.DockerClient, dep: DependsOn, state: dict[str, Any], name: str, waiter: str) -> bool:
+def _reached(client: Engine, dep: DependsOn, state: dict[str, Any], name: str, waiter: str) -> bool:
     """Has the dependency reached its condition (``state`` is its inspect ``State``)?  Raise when it never will."""
     status = state.get("Status")
     health = (state.get("Health") or {}).get("Status")
@@ -498,11 +499,11 @@ def _reached(client: docker.DockerClient, dep: DependsOn, state: dict[str, Any],
     return health == "healthy"
 
 
-def _last_log_line(client: docker.DockerClient, name: str) -> str:
+def _last_log_line(client: Engine, name: str) -> str:
     try:
-        raw: bytes = call(lambda: client.api.logs(name, tail=3))
+        text = client.api.logs(name, tail=3)
     except EngineError:  # only decorating an error message
         return "(no log)"
-    lines = [ln for ln in raw.decode(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "(no output)"
 

@@ -25,7 +25,7 @@ from devbox.remap.assess import FIX_APPLY
 from devbox.stack.reconcile import Action, StackPlan
 
 if TYPE_CHECKING:
-    import docker
+    from devbox.engine.client import Engine
 
 REMAP_CACHE = "remap-verified.json"
 
@@ -36,7 +36,7 @@ class RemapVerdict:
     reason: str  # why not (or how it was proven)
 
 
-def remap_verdict(client: docker.DockerClient, paths: Paths, user: User,
+def remap_verdict(client: Engine, paths: Paths, user: User,
                   info: engine.EngineInfo | None = None) -> RemapVerdict:
     """Is container root the invoking user on this engine?  Proven by the probe, cached per daemon.
 
@@ -78,7 +78,7 @@ def remap_verdict(client: docker.DockerClient, paths: Paths, user: User,
     return RemapVerdict(True, "probe-verified")
 
 
-def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.EngineInfo, str]:
+def guard_engine(client: Engine, project: Project) -> tuple[engine.EngineInfo, str]:
     """The engine, and the project's ``[ownership] strategy`` on it, which must work there; on Podman,
     ``up`` runs rootless with keep-id, rootful with idmapped binds (:mod:`devbox.stack.pods`)."""
     from devbox.stack.views import choose_for_engine
@@ -100,7 +100,7 @@ def guard_engine(client: docker.DockerClient, project: Project) -> tuple[engine.
     return info, choice.strategy
 
 
-def guard_remap(client: docker.DockerClient, project: Project, plan: StackPlan, user: User, paths: Paths,
+def guard_remap(client: Engine, project: Project, plan: StackPlan, user: User, paths: Paths,
                 info: engine.EngineInfo | None = None) -> None:
     """``[remap] policy``: refuse (require) or warn before starting services that bind-mount host dirs."""
     if project.remap is RemapPolicy.OFF:

@@ -1,4 +1,4 @@
-"""Read-only Docker queries -> the plain :mod:`devbox.core.model` ``Observed*`` dataclasses.
+"""Read-only engine queries -> the plain :mod:`devbox.core.model` ``Observed*`` dataclasses.
 
 Everything is found by the ``devbox.project`` label (never by name), with the
 list endpoints, so a no-op ``up`` costs three list calls and one image inspect
@@ -24,11 +24,10 @@ from devbox.core.model import (
     ObservedContainer,
     ObservedImage,
 )
-from devbox.engine.errors import call
 from devbox.errors import EngineError, EngineErrorKind
 
 if TYPE_CHECKING:
-    import docker
+    from devbox.engine.client import Engine
 
 _HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
@@ -57,24 +56,24 @@ def container_from_list(raw: dict[str, Any]) -> ObservedContainer:
     )
 
 
-def containers(client: docker.DockerClient, project: str) -> tuple[ObservedContainer, ...]:
-    raw = call(lambda: client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}))
+def containers(client: Engine, project: str) -> tuple[ObservedContainer, ...]:
+    raw = client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
     return tuple(sorted((container_from_list(c) for c in raw), key=lambda c: (c.service, c.name)))
 
 
-def networks(client: docker.DockerClient, project: str) -> frozenset[str]:
-    raw = call(lambda: client.api.networks(filters={"label": f"{LABEL_PROJECT}={project}"}))
+def networks(client: Engine, project: str) -> frozenset[str]:
+    raw = client.api.networks(filters={"label": f"{LABEL_PROJECT}={project}"})
     return frozenset(n["Name"] for n in raw)
 
 
-def volumes(client: docker.DockerClient, project: str) -> frozenset[str]:
-    raw = call(lambda: client.api.volumes(filters={"label": f"{LABEL_PROJECT}={project}"}))
+def volumes(client: Engine, project: str) -> frozenset[str]:
+    raw = client.api.volumes(filters={"label": f"{LABEL_PROJECT}={project}"})
     return frozenset(v["Name"] for v in (raw.get("Volumes") or []))
 
 
-def image(client: docker.DockerClient, ref: str) -> ObservedImage | None:
+def image(client: Engine, ref: str) -> ObservedImage | None:
     try:
-        raw = call(lambda: client.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+        raw = client.api.inspect_image(ref)
     except EngineError as exc:
         if exc.kind is EngineErrorKind.NOT_FOUND:
             return None
@@ -83,7 +82,7 @@ def image(client: docker.DockerClient, ref: str) -> ObservedImage | None:
     return ObservedImage(ref=ref, id=raw["Id"], toolchain=labels.get(LABEL_TOOLCHAIN))
 
 
-def observe_project(client: docker.DockerClient, project: str, image_refs: Iterable[str] = (),
+def observe_project(client: Engine, project: str, image_refs: Iterable[str] = (),
                     podman: bool = False) -> Observed:
     """Everything carrying ``devbox.project=project``, plus the images named by ``image_refs`` that exist.
     On Podman the project's network is its pod (:mod:`devbox.stack.pods`)."""
@@ -119,13 +118,13 @@ def _ports(raw: dict[str, Any]) -> list[str]:
     return ports
 
 
-def ports(client: docker.DockerClient, container_id: str) -> list[str]:
+def ports(client: Engine, container_id: str) -> list[str]:
     """The published ports of a container (one inspect; :func:`detail` reads much more)."""
-    return _ports(call(lambda: client.api.inspect_container(container_id)))
+    return _ports(client.api.inspect_container(container_id))
 
 
-def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
-    raw = call(lambda: client.api.inspect_container(container_id))
+def detail(client: Engine, container_id: str) -> ContainerDetail:
+    raw = client.api.inspect_container(container_id)
     host_config = raw.get("HostConfig") or {}
     cfg = raw.get("Config") or {}
     state = raw.get("State") or {}
@@ -142,11 +141,10 @@ def detail(client: docker.DockerClient, container_id: str) -> ContainerDetail:
     )
 
 
-def toolchain_file(client: docker.DockerClient, container_id: str) -> str | None:
+def toolchain_file(client: Engine, container_id: str) -> str | None:
     """``/etc/devbox-toolchain`` (written by images/*/Dockerfile), read without starting anything."""
     try:
-        stream, _ = call(lambda: client.api.get_archive(container_id, "/etc/devbox-toolchain"))
-        data = b"".join(stream)
+        data = client.api.get_archive(container_id, "/etc/devbox-toolchain")
     except EngineError as exc:
         if exc.kind in (EngineErrorKind.NOT_FOUND, EngineErrorKind.CONFLICT):
             return None  # no such file, or a container being removed

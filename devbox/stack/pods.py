@@ -21,14 +21,12 @@ from typing import TYPE_CHECKING, Any
 from devbox import console
 from devbox.core import pods as spec
 from devbox.core.model import DependsOn, Service, Stack
-from devbox.engine import libpod
-from devbox.engine.errors import call
 from devbox.errors import DevboxError, EngineError, EngineErrorKind
 from devbox.host.files import private_dir, write_atomic
 from devbox.paths import Paths
 
 if TYPE_CHECKING:
-    import docker
+    from devbox.engine.client import Engine
 
 BUILD_NETWORK = "host"  # builds reach the mirrors without slirp4netns or pasta (the user's own network namespace)
 POLL_S = 0.25
@@ -96,18 +94,18 @@ def prepare(paths: Paths, stack: Stack, uid: int, gid: int, image_users: Mapping
     return Pod(hosts, uid, gid, network, dict(image_users), keep_id, dict(idmaps or {}))
 
 
-def _listed(client: docker.DockerClient, project: str) -> dict[str, str]:
+def _listed(client: Engine, project: str) -> dict[str, str]:
     """The project's pods: name -> the config label they were made with."""
-    raw = libpod.request(client, "GET", "/pods/json", params={"filters": json.dumps({"label": [f"{spec.LABEL_POD}={project}"]})})
+    raw = client.api.libpod("GET", "/pods/json", query={"filters": json.dumps({"label": [f"{spec.LABEL_POD}={project}"]})})
     return {p["Name"]: (p.get("Labels") or {}).get(spec.LABEL_POD_CONFIG, "") for p in raw or ()}
 
 
-def pods(client: docker.DockerClient, project: str) -> frozenset[str]:
+def pods(client: Engine, project: str) -> frozenset[str]:
     """The project's pods (what a network is on Docker)."""
     return frozenset(_listed(client, project))
 
 
-def renew(client: docker.DockerClient, stack: Stack, network: str) -> bool:
+def renew(client: Engine, stack: Stack, network: str) -> bool:
     """Remove the project's pod, with its containers, when the network or the ports it was made with
     are not the stack's any more (both are fixed at creation).  Volumes stay.  ``True`` if removed."""
     want = spec.pod_config(network, spec.pod_ports(stack))
@@ -120,32 +118,32 @@ def renew(client: docker.DockerClient, stack: Stack, network: str) -> bool:
     return True
 
 
-def create_pod(client: docker.DockerClient, stack: Stack, name: str, pod: Pod | None) -> str:
+def create_pod(client: Engine, stack: Stack, name: str, pod: Pod | None) -> str:
     network = pod.network if pod is not None else spec.NETWORK_NONE
     keep_id = pod is None or pod.keep_id
-    libpod.request(client, "POST", "/pods/create", json=spec.pod_spec(stack, name, network, keep_id))
+    client.api.libpod("POST", "/pods/create", body=spec.pod_spec(stack, name, network, keep_id))
     how = "keep-id" if keep_id else "idmapped binds"
     if network == spec.NETWORK_NONE:
         return f"{how}; network: none (no usable pasta or slirp4netns: services reach each other, not the internet)"
     return f"{how}; network: {network}"
 
 
-def remove_pod(client: docker.DockerClient, name: str) -> None:
+def remove_pod(client: Engine, name: str) -> None:
     try:
-        libpod.request(client, "DELETE", f"/pods/{name}", params={"force": "true"})
+        client.api.libpod("DELETE", f"/pods/{name}", query={"force": "true"})
     except EngineError as exc:
         if exc.kind is not EngineErrorKind.NOT_FOUND:
             raise EngineError(f"cannot remove pod {name}: {exc.message}", kind=exc.kind, status=exc.status) from None
 
 
-def create_container(client: docker.DockerClient, pod: Pod, stack: Stack, svc: Service, config_hash: str) -> str:
+def create_container(client: Engine, pod: Pod, stack: Stack, svc: Service, config_hash: str) -> str:
     body = spec.container_spec(stack, svc, config_hash, pod=stack.network, hosts=str(pod.hosts), user=pod.user_of(svc),
                                keep_id=pod.keep_id, idmaps=pod.idmaps_of(svc))
-    created: dict[str, Any] = libpod.request(client, "POST", "/containers/create", json=body)
+    created: dict[str, Any] = client.api.libpod("POST", "/containers/create", body=body)
     return str(created["Id"])
 
 
-def wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, target: str, waiter: str,
+def wait_for(client: Engine, stack: Stack, dep: DependsOn, target: str, waiter: str,
              reached: Callable[[dict[str, Any]], bool]) -> None:
     """Poll until ``dep`` is reached.  Rootless Podman runs healthchecks from systemd timers, which a
     machine without a user systemd lacks: devbox runs each check itself at the service's interval
@@ -156,7 +154,7 @@ def wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, target: 
     deadline = time.monotonic() + limit
     next_check = 0.0
     while True:
-        state = call(lambda: client.api.inspect_container(target))["State"]
+        state = client.api.inspect_container(target)["State"]
         if reached(state):
             return
         now = time.monotonic()
@@ -166,7 +164,7 @@ def wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, target: 
         if h is not None and dep.condition == "healthy" and state.get("Status") == "running" and now >= next_check:
             next_check = now + h.interval_s
             try:
-                libpod.request(client, "GET", f"/containers/{target}/healthcheck")
+                client.api.libpod("GET", f"/containers/{target}/healthcheck")
             except EngineError as exc:
                 if exc.kind is not EngineErrorKind.CONFLICT:  # 409: not running (yet), looked at again
                     raise
@@ -174,15 +172,15 @@ def wait_for(client: docker.DockerClient, stack: Stack, dep: DependsOn, target: 
         time.sleep(POLL_S)
 
 
-def image_user(client: docker.DockerClient, ref: str) -> str:
-    raw = call(lambda: client.api.inspect_image(ref))  # type: ignore[no-untyped-call]
+def image_user(client: Engine, ref: str) -> str:
+    raw = client.api.inspect_image(ref)
     return str((raw.get("Config") or {}).get("User") or "")
 
 
 SLOW_START_S = 1.5
 
 
-def start(client: docker.DockerClient, svc: Service, cid: str, keep_id: bool = True) -> float:
+def start(client: Engine, svc: Service, cid: str, keep_id: bool = True) -> float:
     """Start ``cid``, saying so when it takes long: the first keep-id start of an image makes Podman copy
     and chown its layers (podman#11220), seconds for a big image, once.  Returns the seconds taken."""
     started = time.monotonic()
@@ -191,7 +189,7 @@ def start(client: docker.DockerClient, svc: Service, cid: str, keep_id: bool = T
     timer.daemon = True
     timer.start()
     try:
-        call(lambda: client.api.start(cid))
+        client.api.start(cid)
     finally:
         timer.cancel()
     seconds = time.monotonic() - started

@@ -28,7 +28,6 @@ from devbox.core.views import (
     writable_binds,
 )
 from devbox.engine.client import EngineInfo
-from devbox.engine.errors import call
 from devbox.errors import DevboxError, EngineError
 from devbox.host import idmount, observe
 from devbox.host.user import User
@@ -36,7 +35,7 @@ from devbox.idmapd import client as helper
 from devbox.paths import Paths
 
 if TYPE_CHECKING:
-    import docker
+    from devbox.engine.client import Engine
 
 
 def choose_for_engine(info: EngineInfo, project: Project) -> Choice | Refusal:
@@ -62,24 +61,24 @@ class Views:
         return [v.to_json() for v in self.plan.views]
 
 
-def _passwd_of(client: docker.DockerClient, image: str) -> tuple[str, str]:
+def _passwd_of(client: Engine, image: str) -> tuple[str, str]:
     """``/etc/passwd`` and ``/etc/group`` of ``image`` (from a created, never started, container)."""
-    cid = call(lambda: client.api.create_container(image, command=["true"], entrypoint=[]))["Id"]
+    cid = client.api.create_container({"Image": image, "Cmd": ["true"], "Entrypoint": []})
     try:
         out = []
         for path in ("/etc/passwd", "/etc/group"):
             try:
-                stream, _ = call(lambda p=path: client.api.get_archive(cid, p))  # type: ignore[misc]
+                data = client.api.get_archive(cid, path)
             except EngineError:
                 out.append("")
                 continue
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 member = tar.next()
                 fh = tar.extractfile(member) if member is not None else None
                 out.append(fh.read().decode(errors="replace") if fh is not None else "")
         return out[0], out[1]
     finally:
-        call(lambda: client.api.remove_container(cid, force=True))
+        client.api.remove_container(cid, force=True)
 
 
 def resolve_spec(spec: str, passwd: str, group: str) -> tuple[int, int] | None:
@@ -104,7 +103,7 @@ def resolve_spec(spec: str, passwd: str, group: str) -> tuple[int, int] | None:
     return uid, gid
 
 
-def container_users(client: docker.DockerClient, stack: Stack, strategy: str,
+def container_users(client: Engine, stack: Stack, strategy: str,
                     present: Mapping[str, bool]) -> dict[str, tuple[int, int]]:
     """Each writing service's container ``(uid, gid)``; a name is read from its image when ``present``."""
     users: dict[str, tuple[int, int]] = {}
@@ -126,7 +125,7 @@ def container_users(client: docker.DockerClient, stack: Stack, strategy: str,
     return users
 
 
-def plan_stack_views(client: docker.DockerClient, stack: Stack, strategy: str, user: User, paths: Paths,
+def plan_stack_views(client: Engine, stack: Stack, strategy: str, user: User, paths: Paths,
          present: Mapping[str, bool], engine_kind: str = "") -> Views:
     """The views ``stack`` needs under ``strategy`` for ``user``, and the stack that uses them (on
     rootful Podman, which makes them itself, the same stack: :meth:`Views.podman_idmaps`)."""

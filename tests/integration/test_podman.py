@@ -37,9 +37,14 @@ def podman(etc_sandbox: EtcSandbox) -> Iterator[RootlessPodman]:
         p.destroy()
 
 
-def _devbox(p: RootlessPodman, *args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+# devbox, saying at its exit whether the Docker SDK was imported (a warm `up -d` on Podman needs none of it)
+SAYS_SDK = ("import atexit, sys; atexit.register(lambda: print('docker SDK imported:', 'docker' in sys.modules, "
+            "file=sys.stderr)); sys.argv[0] = 'devbox'; from devbox.cli import main; main()")
+
+
+def _devbox(p: RootlessPodman, *args: str, cwd: str | None = None, says_sdk: bool = False) -> subprocess.CompletedProcess[str]:
     env = {"DOCKER_HOST": p.host, "COLUMNS": "200", "DEVBOX_STATE_DIR": str(p.home / ".local/state/devbox")}
-    argv = [sys.executable, "-m", "devbox", *args]
+    argv = [sys.executable, *(("-c", SAYS_SDK) if says_sdk else ("-m", "devbox")), *args]
     if cwd:
         argv = ["env", "-C", cwd, *argv]
     return p.run(*argv, env=env)
@@ -256,9 +261,11 @@ def test_up_switch_leaks_doctor_and_down_on_rootless_podman(podman_prebuilt: Pod
     # a published port: the pod publishes it, so the pod is made again with its containers; the rows stay
     with open(proj / "devbox.toml", "a") as fh:
         fh.write('\n[services.runtime]\nports = ["127.0.0.1::8000"]\n')
-    r = _devbox(p, "up", "-d", cwd=str(proj))
+    r = _devbox(p, "up", "-d", cwd=str(proj), says_sdk=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "pod devbox-proj: its network or published ports changed" in r.stderr, r.stderr
+    # the pod, its three containers and the wait for db's health, all on the stdlib client
+    assert "service runtime: created and started" in r.stderr and "docker SDK imported: False" in r.stderr, r.stderr
     assert _containers(p)["devbox-proj-db"] != after["devbox-proj-db"]
     r = _devbox(p, "exec", "runtime", "--", "sh", "-c",
                 'psql -tAc "select x from kept" && (python3 -m http.server -d /work 8000 >/dev/null 2>&1 &) && sleep 1',

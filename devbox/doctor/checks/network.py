@@ -39,7 +39,7 @@ def _running(ctx: Context) -> list[str]:
 def _exec(ctx: Context, cid: str, argv: list[str]) -> tuple[int, str]:
     client = ctx.client
     assert client is not None
-    container = call(lambda: client.containers.get(cid))
+    container = call(lambda: client.docker.containers.get(cid))
     code, out = call(lambda: container.exec_run(argv, demux=False))
     text = out.decode(errors="replace") if isinstance(out, bytes) else ""
     return int(code if code is not None else 1), text.strip()
