@@ -239,3 +239,47 @@ def test_commands_on_a_hung_daemon_end_in_one_line(hung: Path, tmp_path: Path) -
     live = {f["id"]: f for f in json.loads(r.stdout)["findings"]}["daemon.live"]
     assert live["status"] == "fail"
     assert live["evidence"][0].startswith(f"the Docker daemon at unix://{hung} did not answer GET /_ping within 1 s")
+
+
+def test_the_stdlib_client_lists_with_the_sdks_filters_and_reads_archives(tmp_path: Path) -> None:
+    """The calls a warm `up` makes without the SDK: its filters are the SDK's (``{"label": ["a=b"]}``)."""
+    listed = "/containers/json?all=1&filters=%7B%22label%22%3A+%5B%22devbox.project%3Dp%22%5D%7D"
+    with stub_engine(tmp_path / "engine.sock", {
+        listed: (200, b'[{"Id": "c1"}]'),
+        "/volumes?filters=%7B%22label%22%3A+%5B%22devbox.project%3Dp%22%5D%7D": (200, b'{"Volumes": [{"Name": "v"}]}'),
+        "/images/devbox%2Feditor%3Aabc/json": (200, b'{"Id": "sha256:1"}'),
+        "/containers/c1/archive?path=%2Fetc%2Fpasswd": (200, b"TAR"),
+        "/v4.0.0/libpod/pods/json": (200, b"[]"),
+    }) as path:
+        api = Api(str(path), 5)
+        assert api.containers(all=True, filters={"label": "devbox.project=p"}) == [{"Id": "c1"}]
+        assert api.volumes(filters={"label": "devbox.project=p"}) == {"Volumes": [{"Name": "v"}]}
+        assert api.inspect_image("devbox/editor:abc") == {"Id": "sha256:1"}
+        assert api.get_archive("c1", "/etc/passwd") == b"TAR"
+        assert api.libpod("GET", "/pods/json") == []
+        with pytest.raises(EngineError) as raised:
+            api.get_archive("c1", "/nothing")
+        assert raised.value.kind is EngineErrorKind.NOT_FOUND
+
+
+def test_the_stdlib_client_serves_threads_each_on_its_own_connection(server: Path) -> None:
+    """The executor starts services from threads: one shared keep-alive connection would mix their answers."""
+    api = Api(str(server), 5)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(25):
+                api.ping()
+                with pytest.raises(EngineError) as raised:
+                    api.inspect_container("busy")
+                assert raised.value.kind is EngineErrorKind.CONFLICT
+        except BaseException as exc:  # noqa: BLE001  # collected, asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]  # the stub listens with a backlog of 5
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

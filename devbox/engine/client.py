@@ -1,8 +1,8 @@
 """Connecting to the engine, and what the engine says about itself.
 
-Every other module gets a ready client from :func:`connect` (the Docker SDK) or
-:func:`fast_api` (the standard-library client of :mod:`devbox.engine.fastapi`)
-and never sees a raw ``requests``/``docker``/``OSError`` it must decode: those
+Every other module gets a ready :class:`Engine` from :func:`connect` (the
+standard-library client of :mod:`devbox.engine.fastapi`, and the Docker SDK made on
+first use) or the bare stdlib client from :func:`fast_api`, and never sees a raw ``requests``/``docker``/``OSError`` it must decode: those
 become a typed :class:`~devbox.errors.EngineError` (:mod:`devbox.engine.errors`).
 """
 
