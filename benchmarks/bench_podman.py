@@ -208,8 +208,9 @@ def up_vs_hand(p: RootlessPodman, runs: int, profile: Path | None = None) -> Non
     version: list[float] = []
     info: list[float] = []
     startup: list[float] = []
+    # what a warm up -d imports (no Docker SDK: the stdlib client does a warm up's calls; no pydantic: typer < 0.29)
     imports = ("import devbox.cli, devbox.stack.commands, devbox.stack.executor, devbox.stack.pods, devbox.stack.observe, "
-               "devbox.stack.reconcile, devbox.host.network, devbox.watch.process, docker")
+               "devbox.stack.reconcile, devbox.host.network, devbox.watch.process, devbox.engine.fastapi")
     for _ in range(runs):
         t, r = clock(devbox("up", "-d"))
         a.append(t)

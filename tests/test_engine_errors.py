@@ -283,3 +283,23 @@ def test_the_stdlib_client_serves_threads_each_on_its_own_connection(server: Pat
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_the_stdlib_client_reads_an_event_stream_until_the_engine_ends_it(tmp_path: Path) -> None:
+    import urllib.parse
+
+    query = urllib.parse.urlencode({"since": "1.5", "until": "9.5", "filters": '{"container": ["c1"]}'})
+    stream = b'{"status": "start", "id": "c1"}\n{"status": "health_status: healthy", "id": "c1"}\n'
+    with stub_engine(tmp_path / "engine.sock", {f"/events?{query}": (200, stream)}) as path:
+        api = Api(str(path), 5)
+        events = api.events(since="1.5", until="9.5", filters={"container": ["c1"]})
+        api.ping()  # the stream has a connection of its own
+        try:
+            assert events.next() == {"status": "start", "id": "c1"}
+            assert events.next() == {"status": "health_status: healthy", "id": "c1"}
+            assert events.next() is None
+        finally:
+            events.close()
+        with pytest.raises(EngineError) as raised:
+            api.events(since="0", until="1", filters={})
+        assert raised.value.kind is EngineErrorKind.NOT_FOUND

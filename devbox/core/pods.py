@@ -135,7 +135,7 @@ def _nanoseconds(seconds: float) -> int:
 def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, hosts: str, user: str,
                    env: Mapping[str, str] | None = None, keep_id: bool = True,
                    idmaps: Mapping[tuple[str, str], str] | None = None) -> dict[str, Any]:
-    """``POST /libpod/containers/create`` for ``svc`` in ``pod`` (what :func:`devbox.stack.executor.create_args`
+    """``POST /libpod/containers/create`` for ``svc`` in ``pod`` (what :func:`devbox.core.containers.create_body`
     is for Docker): the same labels, so observing, planning and ``ps`` do not change.  ``user``: empty for
     the image's own.  ``idmaps``: the idmap option of each bind ``(source, target)`` that has one."""
     environment = dict(env if env is not None else svc.env_dict)

@@ -42,7 +42,7 @@ def demux(raw: bytes) -> bytes:
 
 
 class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
 
@@ -228,8 +228,8 @@ class Api:
     def tag(self, ref: str, repository: str, tag: str) -> None:
         self.call("POST", f"/images/{urllib.parse.quote(ref, safe='')}/tag", query={"repo": repository, "tag": tag})
 
-    def create_container(self, spec: dict[str, Any]) -> str:
-        result = self.call("POST", "/containers/create", body=spec)
+    def create_container(self, spec: dict[str, Any], name: str | None = None) -> str:
+        result = self.call("POST", "/containers/create", body=spec, query={"name": name} if name else None)
         return str(result["Id"])
 
     def start(self, container_id: str) -> None:
@@ -302,3 +302,49 @@ class Api:
         from devbox.engine.libpod import API
 
         return self.call(method, API + path, body=body, query=query)
+
+    def events(self, *, since: str, until: str, filters: dict[str, Any]) -> Events:
+        """The engine's events from ``since`` until ``until`` (Unix seconds, fractions allowed): the
+        engine ends the stream at ``until``.  On a connection of its own, so this thread's other calls
+        go on while it is open."""
+        conn = _UnixConnection(self.socket_path, None)  # no read timeout: the engine says when it ends
+        url = "/events?" + urllib.parse.urlencode({"since": since, "until": until, "filters": _filters(filters)})
+        from devbox.engine.errors import from_os_error, from_status
+
+        try:
+            conn.request("GET", url)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise from_os_error(exc, self.host, "GET /events", self.timeout) from None
+        if resp.status >= 400:
+            raw = resp.read()
+            conn.close()
+            raise from_status(resp.status, raw.decode(errors="replace").strip()[-300:])
+        return Events(conn, resp, self.host)
+
+
+class Events:
+    """An open event stream: :meth:`next` gives the next event, ``None`` once the engine ended it."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, host: str) -> None:
+        self._conn = conn
+        self._resp = resp
+        self._host = host
+
+    def next(self) -> dict[str, Any] | None:
+        from devbox.engine.errors import from_os_error
+
+        while True:
+            try:
+                line = self._resp.readline()
+            except (OSError, http.client.HTTPException) as exc:
+                raise from_os_error(exc, self._host, "GET /events") from None
+            if not line:
+                return None
+            event = _json_or_none(line)
+            if isinstance(event, dict):
+                return event
+
+    def close(self) -> None:
+        self._conn.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devbox import console
+from devbox.core.containers import create_body
 from devbox.core.model import LABEL_PROJECT, LABEL_VOLUME, Build, DependsOn, Service, Stack
 from devbox.engine.errors import call
 from devbox.errors import DevboxError, EngineError, EngineErrorKind
@@ -266,58 +267,6 @@ def _remove_network(client: Engine, name: str) -> None:
             raise EngineError(f"cannot remove network {name}: {exc.message}", kind=exc.kind, status=exc.status) from None
 
 
-def create_args(client: Engine, stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
-    """The create-container request for ``svc`` (everything the config hash covers, nothing more)."""
-    from docker.types import Mount as DockerMount
-
-    mounts = [DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in svc.mounts]
-    port_bindings: dict[int | str, Any] = {}
-    for p in svc.ports:
-        port_bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append((p.host_ip, p.host_port or None))
-    network = svc.network_mode or stack.network
-    low = client.docker.api
-    host_config = low.create_host_config(
-        mounts=mounts,
-        port_bindings=port_bindings or None,
-        network_mode=network,
-        userns_mode=svc.userns_mode,
-        pid_mode=svc.pid_mode,
-        init=True,  # a PID 1 that forwards SIGTERM: `sleep infinity` and vim stop at once
-    )
-    networking = None
-    if svc.network_mode is None:
-        networking = low.create_networking_config(
-            {stack.network: low.create_endpoint_config(aliases=[svc.name])}  # type: ignore[arg-type]  # stubs: a dict is right
-        )
-    health = None
-    if svc.healthcheck is not None:
-        h = svc.healthcheck
-        health = {
-            "test": list(h.test),
-            "interval": int(h.interval_s * 1e9),
-            "timeout": int(h.timeout_s * 1e9),
-            "retries": h.retries,
-            "start_period": int(h.start_period_s * 1e9),
-        }
-    return dict(
-        image=svc.image,
-        command=list(svc.command) if svc.command is not None else None,
-        entrypoint=list(svc.entrypoint) if svc.entrypoint is not None else None,
-        name=stack.container_name(svc.name),
-        hostname=svc.name if svc.network_mode is None else None,
-        labels=stack.labels(svc, config_hash),
-        environment=svc.env_dict,
-        working_dir=svc.working_dir,
-        user=svc.user,
-        healthcheck=health,
-        ports=[(p.container_port, p.protocol) for p in svc.ports] or None,
-        tty=svc.interactive,
-        stdin_open=svc.interactive,
-        host_config=host_config,
-        networking_config=networking,
-    )
-
-
 class _Gate:
     """Per service: set once its own operation finished (or failed)."""
 
@@ -405,9 +354,8 @@ def _service_op(client: Engine, stack: Stack, op: Operation, pod: Pod | None = N
         cid = pods.create_container(client, pod, stack, op.service, op.config_hash)
         pods.start(client, op.service, cid, pod.keep_id)
     else:
-        args = create_args(client, stack, op.service, op.config_hash)
-        created: dict[str, Any] = call(lambda: client.docker.api.create_container(**args))
-        cid = str(created["Id"])
+        cid = client.api.create_container(create_body(stack, op.service, op.config_hash),
+                                          name=stack.container_name(op.service.name))
         client.api.start(cid)
     try:
         _lifecycle(client, op.service, cid, "post_create", op.service.post_create)
@@ -465,10 +413,10 @@ def _wait_for(client: Engine, stack: Stack, dep: DependsOn, gate: _Gate | None, 
     deadline = now + limit
     # Subscribed before the first look; `since` replays what happened in between,
     # and `until` makes the engine end the stream at the deadline.
-    events = call(lambda: client.docker.api.events(  # type: ignore[call-overload]  # the API takes fractional seconds
-        since=f"{now - 1:.9f}", until=f"{deadline:.9f}", decode=True,
+    events = client.api.events(
+        since=f"{now - 1:.9f}", until=f"{deadline:.9f}",
         filters={"container": [target], "type": ["container"], "event": ["start", "die", "health_status"]},
-    ))
+    )
     try:
         while True:
             state = client.api.inspect_container(target)["State"]
@@ -476,7 +424,7 @@ def _wait_for(client: Engine, stack: Stack, dep: DependsOn, gate: _Gate | None, 
                 return
             if time.time() >= deadline:
                 raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s", hint=f"see devbox logs {dep.service}")
-            if call(lambda: next(events, None)) is None:
+            if events.next() is None:
                 time.sleep(0.1)  # the stream ended early: keep looking until the deadline
     finally:
         events.close()

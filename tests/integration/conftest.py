@@ -84,6 +84,11 @@ class Prebuild:
         self.done = True
 
 
+# `python -c SAYS_SDK ARGS…` runs devbox ARGS… and says at its exit whether the Docker SDK was imported:
+# a warm `up -d` makes all its calls on the stdlib client (devbox.engine.fastapi), on Docker and on Podman
+SAYS_SDK = ("import atexit, sys; atexit.register(lambda: print('docker SDK imported:', 'docker' in sys.modules, "
+            "file=sys.stderr)); sys.argv[0] = 'devbox'; from devbox.cli import main; main()")
+
 @pytest.fixture(scope="session", autouse=True)
 def _prebuild(request: pytest.FixtureRequest) -> Iterator[Prebuild | None]:
     if not _prebuild_wanted:

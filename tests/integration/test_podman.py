@@ -19,7 +19,7 @@ from harness.ids import free_id
 from harness.podman import RootlessPodman
 from harness.sandbox import EtcSandbox
 
-from .conftest import PODMAN_FIRST, PodmanPrebuild
+from .conftest import PODMAN_FIRST, SAYS_SDK, PodmanPrebuild
 
 NAME = "devbox-podder"
 FIRST = 400000
@@ -35,11 +35,6 @@ def podman(etc_sandbox: EtcSandbox) -> Iterator[RootlessPodman]:
         yield p
     finally:
         p.destroy()
-
-
-# devbox, saying at its exit whether the Docker SDK was imported (a warm `up -d` on Podman needs none of it)
-SAYS_SDK = ("import atexit, sys; atexit.register(lambda: print('docker SDK imported:', 'docker' in sys.modules, "
-            "file=sys.stderr)); sys.argv[0] = 'devbox'; from devbox.cli import main; main()")
 
 
 def _devbox(p: RootlessPodman, *args: str, cwd: str | None = None, says_sdk: bool = False) -> subprocess.CompletedProcess[str]:

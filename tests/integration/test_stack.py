@@ -26,6 +26,8 @@ from harness.ids import OTHER_UID, TEST_UID
 from harness.images import import_base_images
 from harness.proxy import Proxy, bridge_address
 
+from .conftest import SAYS_SDK
+
 USER = "devbox-tester"
 UID = TEST_UID
 HOME = f"/run/devbox-test/home/{USER}"
@@ -79,10 +81,11 @@ def make_profile_project(name: str, profile: str, extra_toml: str = "") -> Path:
 
 
 def devbox(engine: PrivateDaemon, cwd: Path, *args: str, as_user: str | None = USER, timeout: float = 1200,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as the test user (setpriv), or as root with SUDO_USER when ``as_user`` is None."""
+           env: dict[str, str] | None = None, says_sdk: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as the test user (setpriv), or as root with SUDO_USER when ``as_user`` is None
+    (``says_sdk``: and say at its exit whether it imported the Docker SDK)."""
     full_env = {"PATH": os.environ["PATH"], "HOME": HOME, "COLUMNS": "200", "LANG": "C.UTF-8", **engine.env, **(env or {})}
-    argv = [sys.executable, "-m", "devbox", *args]
+    argv = [sys.executable, *(("-c", SAYS_SDK) if says_sdk else ("-m", "devbox")), *args]
     if as_user is not None:
         argv = ["setpriv", "--reuid", as_user, "--regid", as_user, "--init-groups", "--", *argv]
     return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -279,7 +282,9 @@ def test_python_stack_lifecycle(engine: PrivateDaemon) -> None:
     assert "kept volumes devbox-app-pgdata-15 (devbox down --volumes removes them)" in r.stderr
     assert container_ids(engine, "app") == {}
     assert engine.docker("network", "ls", "-q", "--filter", "label=devbox.project=app").stdout == ""
-    ok(devbox(engine, root, "up", "-d"))
+    r = ok(devbox(engine, root, "up", "-d", says_sdk=True))
+    # a network, three containers, the wait for db's health (its events): all on the stdlib client
+    assert "service runtime: created and started" in r.stderr and "docker SDK imported: False" in r.stderr, r.stderr
     r = ok(devbox(engine, root, "exec", "runtime", "--", "python3", "app.py", "third"))
     assert r.stdout == "python 3.13 rows 3\n"
     r = ok(devbox(engine, root, "logs", "db"))
