@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from devbox.core.model import Service, Stack
+from devbox.core.model import Healthcheck, Service, Stack
 
 
-def _nanoseconds(seconds: float) -> int:
-    return int(seconds * 1e9)
+def healthcheck_json(h: Healthcheck) -> dict[str, Any]:
+    """A healthcheck as the engines take it: Docker's ``Healthcheck``, libpod's ``healthconfig``
+    (durations in nanoseconds)."""
+    return {"Test": list(h.test), "Interval": int(h.interval_s * 1e9), "Timeout": int(h.timeout_s * 1e9),
+            "Retries": h.retries, "StartPeriod": int(h.start_period_s * 1e9)}
 
 
 def create_body(stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
@@ -67,8 +70,5 @@ def create_body(stack: Stack, svc: Service, config_hash: str) -> dict[str, Any]:
     if svc.working_dir is not None:
         body["WorkingDir"] = svc.working_dir
     if svc.healthcheck is not None:
-        h = svc.healthcheck
-        body["Healthcheck"] = {"Test": list(h.test), "Interval": _nanoseconds(h.interval_s),
-                               "Timeout": _nanoseconds(h.timeout_s), "Retries": h.retries,
-                               "StartPeriod": _nanoseconds(h.start_period_s)}
+        body["Healthcheck"] = healthcheck_json(svc.healthcheck)
     return body

@@ -34,6 +34,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from devbox.core.containers import healthcheck_json
 from devbox.core.model import Port, Service, Stack
 
 # The pod's label.  Not devbox.project: a pod's infra container inherits the pod's labels, and
@@ -128,10 +129,6 @@ def pod_spec(stack: Stack, name: str, network: str = NETWORK_NONE, keep_id: bool
     return spec
 
 
-def _nanoseconds(seconds: float) -> int:
-    return int(seconds * 1e9)
-
-
 def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, hosts: str, user: str,
                    env: Mapping[str, str] | None = None, keep_id: bool = True,
                    idmaps: Mapping[tuple[str, str], str] | None = None) -> dict[str, Any]:
@@ -172,8 +169,5 @@ def container_spec(stack: Stack, svc: Service, config_hash: str, *, pod: str, ho
             spec["mounts"].append({"destination": m.target, "source": m.source, "type": "bind",
                                    "options": ["rbind", "ro" if m.read_only else "rw", *([idmap] if idmap else [])]})
     if svc.healthcheck is not None:
-        h = svc.healthcheck
-        spec["healthconfig"] = {"Test": list(h.test), "Interval": _nanoseconds(h.interval_s),
-                                "Timeout": _nanoseconds(h.timeout_s), "Retries": h.retries,
-                                "StartPeriod": _nanoseconds(h.start_period_s)}
+        spec["healthconfig"] = healthcheck_json(svc.healthcheck)
     return spec
