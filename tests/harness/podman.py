@@ -62,12 +62,18 @@ class RootlessPodman:
         self.uid = uid
         self.base = RUN / f"podman-{name}-{SESSION}"
         self.home = self.base / "home"
-        self.xdg = self.base / "xdg"
+        # XDG_RUNTIME_DIR, short: Podman's runroot is XDG_RUNTIME_DIR/containers, and the cleanup process
+        # conmon runs when a container exits refuses a runroot of over 50 characters ("the specified
+        # runroot is longer than 50 characters"): its exit code is then never stored, and every stop,
+        # wait and `run --rm` takes 20 s longer ("Exceeded conmon timeout waiting for container")
+        self.xdg = RUN / f"xdg-{uid}-{SESSION}"
+        assert len(str(self.xdg / "containers")) <= 50, f"{self.xdg}: too long for Podman's runroot (DEVBOX_TEST_RUN)"
         self.tmp = self.base / "tmp"  # TMPDIR: Podman's temporary files (e.g. image imports) go with the account
         self.socket = self.xdg / "podman" / "podman.sock"
         self.log = self.base / "service.log"
         self.service: subprocess.Popen[bytes] | None = None
         shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.xdg, ignore_errors=True)
         sb.run(["useradd", "--uid", str(uid), "--user-group", "--no-create-home", "--home-dir", str(self.home),
                 "--shell", "/bin/sh", name], check=True)
         for f in ("/etc/subuid", "/etc/subgid"):
@@ -175,10 +181,11 @@ class RootlessPodman:
         with contextlib.suppress(OSError):
             (RUN / f"tun-{self.sb.pid}").rmdir()  # open_tun's mount point (empty outside the sandbox)
         if background:
-            subprocess.Popen(["rm", "-rf", "--one-file-system", str(self.base)], stdin=subprocess.DEVNULL,
+            subprocess.Popen(["rm", "-rf", "--one-file-system", str(self.base), str(self.xdg)], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         else:
             shutil.rmtree(self.base, ignore_errors=True)
+            shutil.rmtree(self.xdg, ignore_errors=True)
 
 
 def stop_service(service: subprocess.Popen[bytes] | None) -> None:
