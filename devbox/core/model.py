@@ -320,6 +320,7 @@ class ObservedImage:
     ref: str
     id: str
     toolchain: str | None = None  # the org.devbox.toolchain label
+    user: str = ""  # its Config.User ("": root, or whoever its entrypoint becomes)
 
 
 @dataclasses.dataclass(frozen=True)

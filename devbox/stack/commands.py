@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from devbox import console
 from devbox.config import resolve as config
 from devbox.core import network
-from devbox.core.model import Profile, Project, Service, Stack
+from devbox.core.model import Observed, Profile, Project, Service, Stack
 from devbox.core.network import NetworkFacts
 from devbox.engine.client import connect
 from devbox.engine.errors import call
@@ -243,7 +243,7 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
         observed = observe_project(client, stack.project, refs, podman=True)
     pod = None
     if podman and not dry_run:
-        pod = _pod(client, stack, user, paths, pod_network, views)
+        pod = _pod(stack, observed, user, paths, pod_network, views)
         if pods.renew(client, stack, pod.network):
             observed = observe_project(client, stack.project, refs, podman=True)
     plan = reconcile(views.stack, observed)
@@ -279,17 +279,17 @@ def converge(project: Project, profile: str, *, dry_run: bool) -> Report | None:
     return report
 
 
-def _pod(client: Engine, stack: Stack, user: User, paths: Paths, network: str, views: Views) -> Pod:
-    """The pod's hosts file and its services' users: under keep-id, an image's own user for those that do
-    not write your files; under idmap (rootful Podman), the idmapped binds of those that do."""
+def _pod(stack: Stack, observed: Observed, user: User, paths: Paths, network: str, views: Views) -> Pod:
+    """The pod's hosts file and its services' users: under keep-id, an image's own user (as observed) for
+    those that do not write your files; under idmap (rootful Podman), the idmapped binds of those that do."""
     from devbox.core.pods import writes_your_files
     from devbox.stack import pods
 
     if views.engine_made:
         return pods.prepare(paths, stack, user.uid, user.gid, {}, network, keep_id=False, idmaps=views.podman_idmaps())
     images = {s.image for s in stack.services if not s.user and not writes_your_files(s)}
-    return pods.prepare(paths, stack, user.uid, user.gid, {ref: pods.image_user(client, ref) for ref in sorted(images)},
-                        network)
+    users = {i.ref: i.user for i in observed.images if i.ref in images}
+    return pods.prepare(paths, stack, user.uid, user.gid, users, network)
 
 
 def _own_ports(ports: Sequence[str], svc: Service | None) -> list[str]:

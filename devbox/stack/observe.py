@@ -78,8 +78,9 @@ def image(client: Engine, ref: str) -> ObservedImage | None:
         if exc.kind is EngineErrorKind.NOT_FOUND:
             return None
         raise
-    labels = (raw.get("Config") or {}).get("Labels") or {}
-    return ObservedImage(ref=ref, id=raw["Id"], toolchain=labels.get(LABEL_TOOLCHAIN))
+    config = raw.get("Config") or {}
+    labels = config.get("Labels") or {}
+    return ObservedImage(ref=ref, id=raw["Id"], toolchain=labels.get(LABEL_TOOLCHAIN), user=str(config.get("User") or ""))
 
 
 def observe_project(client: Engine, project: str, image_refs: Iterable[str] = (),

@@ -172,11 +172,6 @@ def wait_for(client: Engine, stack: Stack, dep: DependsOn, target: str, waiter: 
         time.sleep(POLL_S)
 
 
-def image_user(client: Engine, ref: str) -> str:
-    raw = client.api.inspect_image(ref)
-    return str((raw.get("Config") or {}).get("User") or "")
-
-
 SLOW_START_S = 1.5
 
 
