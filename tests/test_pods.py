@@ -172,12 +172,3 @@ def test_on_rootful_podman_the_pod_has_no_keep_id_and_writers_bind_through_an_id
     db = container_spec(STACK, DB, "h2", pod="devbox-app", hosts="/h", user="", keep_id=False, idmaps=pod.idmaps_of(DB))
     assert db["volumes"] == [{"Name": "devbox-app-pgdata", "Dest": "/var/lib/postgresql/data", "Options": []}]  # no :U
     assert [m["options"] for m in db["mounts"]] == [["ro"]]  # the hosts file only
-
-
-def test_a_dependency_is_checked_soon_after_its_start_then_at_its_interval() -> None:
-    from devbox.core.pods import recheck_after
-
-    assert [recheck_after(n, 1.0) for n in range(1, 6)] == [0.25, 0.5, 1.0, 1.0, 1.0]
-    assert [recheck_after(n, 0.1) for n in (1, 2)] == [0.1, 0.1]  # never slower than the service asks
-    assert [recheck_after(n, 30.0) for n in range(1, 10)][-1] == 30.0
-    assert sum(1 for n in range(1, 20) if recheck_after(n, 1.0) < 1.0) == 2  # the streak grows by two at most

@@ -51,18 +51,6 @@ def writes_your_files(svc: Service) -> bool:
     return any(not m.read_only for m in svc.binds)
 
 
-FIRST_RECHECK_S = 0.25
-
-
-def recheck_after(checks_done: int, interval_s: float) -> float:
-    """Seconds until devbox runs a dependency's healthcheck again while ``up`` waits on it, after its
-    ``checks_done``-th check (1, 2, …): 0.25 s, then doubling up to the service's interval, then every
-    interval.  A database ready 0.4 s after its start is seen then, not a whole interval later; the
-    doubling adds at most log2(interval / 0.25) checks (two, for 1 s) to the failing streak that
-    Podman's own timer would have counted."""
-    return min(interval_s, FIRST_RECHECK_S * 2.0 ** max(0, checks_done - 1))
-
-
 def run_as(svc: Service, uid: int, gid: int, image_user: str = "") -> str:
     """The ``user`` of ``svc``'s container in a keep-id pod: its own ``user`` when set; you when it
     writes your files; else its image's user, or root (whose entrypoint chooses)."""
