@@ -172,14 +172,3 @@ def test_on_rootful_podman_the_pod_has_no_keep_id_and_writers_bind_through_an_id
     db = container_spec(STACK, DB, "h2", pod="devbox-app", hosts="/h", user="", keep_id=False, idmaps=pod.idmaps_of(DB))
     assert db["volumes"] == [{"Name": "devbox-app-pgdata", "Dest": "/var/lib/postgresql/data", "Options": []}]  # no :U
     assert [m["options"] for m in db["mounts"]] == [["ro"]]  # the hosts file only
-
-
-def test_a_dependency_is_checked_twice_early_then_on_its_intervals_grid() -> None:
-    from devbox.core.pods import check_offset
-
-    assert [check_offset(n, 1.0) for n in range(6)] == [0.0, 0.25, 0.5, 1.0, 2.0, 3.0]
-    assert [check_offset(n, 30.0) for n in range(5)] == [0.0, 7.5, 15.0, 30.0, 60.0]
-    # never later than the interval's grid alone (0, 1, 2, …), and two checks more at most
-    grid = [k * 1.0 for k in range(10)]
-    assert all(any(check_offset(n, 1.0) == t for n in range(12)) for t in grid)
-    assert sum(1 for n in range(12) if check_offset(n, 1.0) not in grid) == 2

@@ -51,15 +51,6 @@ def writes_your_files(svc: Service) -> bool:
     return any(not m.read_only for m in svc.binds)
 
 
-def check_offset(n: int, interval_s: float) -> float:
-    """When devbox runs the ``n``-th healthcheck (0, 1, …) of a dependency ``up`` waits on, in seconds
-    after the first: 0, a quarter and a half of the interval, then every interval (0, 0.25, 0.5, 1, 2,
-    3 … for 1 s).  The interval's own grid is kept, so no check comes later than on Podman's timer; the
-    two early ones see a database that is ready just after its first check a quarter interval later,
-    not a whole one (on 2 CPUs, 4-5 of 11 warm ups), and lengthen the failing streak by two at most."""
-    return (0.0, interval_s / 4, interval_s / 2)[n] if n < 3 else (n - 2) * interval_s
-
-
 def run_as(svc: Service, uid: int, gid: int, image_user: str = "") -> str:
     """The ``user`` of ``svc``'s container in a keep-id pod: its own ``user`` when set; you when it
     writes your files; else its image's user, or root (whose entrypoint chooses)."""

@@ -146,15 +146,12 @@ def create_container(client: Engine, pod: Pod, stack: Stack, svc: Service, confi
 def wait_for(client: Engine, stack: Stack, dep: DependsOn, target: str, waiter: str,
              reached: Callable[[dict[str, Any]], bool]) -> None:
     """Poll until ``dep`` is reached.  Rootless Podman runs healthchecks from systemd timers, which a
-    machine without a user systemd lacks: devbox runs each check itself (``/libpod/containers/ID/healthcheck``,
-    which records the result as Podman's own timer would), twice early, then at the service's interval
-    (:func:`devbox.core.pods.check_offset`)."""
+    machine without a user systemd lacks: devbox runs each check itself at the service's interval
+    (``/libpod/containers/ID/healthcheck``, which records the result as Podman's own timer would)."""
     svc = stack.service(dep.service)
     h = svc.healthcheck
     limit = 120.0 if h is None else h.start_period_s + h.retries * (h.interval_s + h.timeout_s) + 10
     deadline = time.monotonic() + limit
-    first: float | None = None  # when the first check ran
-    checks = 0
     next_check = 0.0
     while True:
         state = client.api.inspect_container(target)["State"]
@@ -165,9 +162,7 @@ def wait_for(client: Engine, stack: Stack, dep: DependsOn, target: str, waiter: 
             raise DevboxError(f"service {dep.service} did not become {dep.condition} in {limit:.0f}s",
                               hint=f"see devbox logs {dep.service}")
         if h is not None and dep.condition == "healthy" and state.get("Status") == "running" and now >= next_check:
-            first = now if first is None else first
-            checks += 1
-            next_check = first + spec.check_offset(checks, h.interval_s)
+            next_check = now + h.interval_s
             try:
                 client.api.libpod("GET", f"/containers/{target}/healthcheck")
             except EngineError as exc:
