@@ -41,8 +41,9 @@ class Engine:
     and made on first use, for what streams or takes over the connection: builds, pulls, attach, exec,
     events and followed logs (a warm ``devbox up -d`` on Podman never imports it)."""
 
-    def __init__(self, api: Api, api_version: str, timeout: float) -> None:
+    def __init__(self, api: Api, ping_headers: dict[str, str], api_version: str, timeout: float) -> None:
         self.api = api
+        self.ping_headers = ping_headers  # connect's ping's, names lowercased: Podman names itself there
         self.api_version = api_version  # the engine's, from the ping
         self.timeout = timeout
 
@@ -51,7 +52,7 @@ class Engine:
         return self.api.host
 
     def is_podman(self) -> bool:
-        return self.api.is_podman()
+        return names_podman(self.ping_headers)
 
     @functools.cached_property
     def docker(self) -> docker.DockerClient:
@@ -84,7 +85,7 @@ def connect(timeout: float | None = None) -> Engine:
         version = str(api.version().get("ApiVersion", ""))
     if not parse_api_version(version):
         version = f"{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]}"
-    return Engine(api, version, seconds)
+    return Engine(api, headers, version, seconds)
 
 
 def fast_api(timeout: float | None = None, *, ping: bool = True) -> Api:
@@ -280,13 +281,13 @@ def _podman_brief(headers: dict[str, str]) -> EngineInfo | None:
 def inspect_engine(engine: Api | Engine, brief: bool = False) -> EngineInfo:
     """Engine facts.
 
-    ``/_ping`` first: Podman names itself in its headers (``Libpod-Api-Version``) and is then asked
+    ``/_ping`` first (an :class:`Engine`'s own, from :func:`connect`): Podman names itself in its headers (``Libpod-Api-Version``) and is then asked
     its own ``/libpod/info`` alone (``brief``: not even that, :func:`_podman_brief`); Docker answers
     ``/info`` and ``/version``.  Raises
     ``EngineError(kind=API_TOO_OLD)`` for an engine older than devbox supports.
     """
     api = engine.api if isinstance(engine, Engine) else engine
-    headers = api.ping_headers()
+    headers = engine.ping_headers if isinstance(engine, Engine) else api.ping_headers()
     podman = names_podman(headers)
     brief_info = _podman_brief(headers) if podman and brief else None
     if brief_info is not None:

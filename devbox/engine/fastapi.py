@@ -20,7 +20,10 @@ import json
 import socket
 import threading
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devbox.errors import EngineError
 
 
 def _json_or_none(line: bytes) -> Any:
@@ -28,6 +31,17 @@ def _json_or_none(line: bytes) -> Any:
         return json.loads(line)
     except ValueError:
         return None
+
+
+def _error(status: int, raw: bytes) -> EngineError:
+    """An error answer as a typed EngineError: the engine's JSON ``message``, else its text."""
+    from devbox.engine.errors import from_status
+
+    try:
+        message = json.loads(raw).get("message", raw.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        message = raw.decode(errors="replace").strip()
+    return from_status(status, str(message))
 
 
 def demux(raw: bytes) -> bytes:
@@ -120,13 +134,7 @@ class Api:
     def call(self, method: str, path: str, **kw: Any) -> Any:
         status, raw = self.request(method, path, **kw)
         if status >= 400:
-            from devbox.engine.errors import from_status
-
-            try:
-                message = json.loads(raw).get("message", raw.decode(errors="replace"))
-            except (ValueError, AttributeError):
-                message = raw.decode(errors="replace").strip()
-            raise from_status(status, str(message))
+            raise _error(status, raw)
         if not raw:
             return None
         try:
@@ -288,13 +296,7 @@ class Api:
         """A tar of ``path`` in the container (NOT_FOUND when it is not there)."""
         status, raw = self.request("GET", f"/containers/{container_id}/archive", query={"path": path})
         if status >= 400:
-            from devbox.engine.errors import from_status
-
-            try:
-                message = json.loads(raw).get("message", "")
-            except (ValueError, AttributeError):
-                message = raw.decode(errors="replace").strip()
-            raise from_status(status, str(message))
+            raise _error(status, raw)
         return raw
 
     def libpod(self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None) -> Any:
@@ -309,7 +311,7 @@ class Api:
         go on while it is open."""
         conn = _UnixConnection(self.socket_path, None)  # no read timeout: the engine says when it ends
         url = "/events?" + urllib.parse.urlencode({"since": since, "until": until, "filters": _filters(filters)})
-        from devbox.engine.errors import from_os_error, from_status
+        from devbox.engine.errors import from_os_error
 
         try:
             conn.request("GET", url)
@@ -320,7 +322,7 @@ class Api:
         if resp.status >= 400:
             raw = resp.read()
             conn.close()
-            raise from_status(resp.status, raw.decode(errors="replace").strip()[-300:])
+            raise _error(resp.status, raw)
         return Events(conn, resp, self.host)
 
 
